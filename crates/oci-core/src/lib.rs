@@ -1,0 +1,13 @@
+//! OCI building blocks shared by the registry, the builder and starget.
+//!
+//! - [`digest`]: content digests (`sha256`, `sha512`), parsing and streaming hashing.
+//! - [`name`]: repository-name and tag grammar from the distribution spec.
+//! - [`manifest`]: media types and the parts of manifests a registry must understand.
+
+pub mod digest;
+pub mod manifest;
+pub mod name;
+
+pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use manifest::{Descriptor, ManifestError, ParsedManifest};
+pub use name::{NameError, validate_repository, validate_tag};
