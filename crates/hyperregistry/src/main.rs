@@ -1,1 +1,110 @@
-fn main() {}
+//! hyperregistry: an OCI Distribution v1.1 registry.
+//!
+//! With no configuration it keeps blobs and a SQLite database under `./registry-data` and
+//! listens on `0.0.0.0:5000`.
+
+mod config;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
+use clap::{Parser, Subcommand};
+use registry_api::AppState;
+use registry_meta::SqliteMeta;
+use registry_storage::FsBlobStore;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+/// Command line.
+#[derive(Parser)]
+#[command(
+    name = "hyperregistry",
+    version,
+    about = "An OCI Distribution v1.1 registry"
+)]
+struct Cli {
+    /// YAML or TOML configuration file (keys as in Distribution: http.addr, storage.filesystem.rootdirectory, database.url).
+    #[arg(long, short = 'c', global = true, env = "REGISTRY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry (the default).
+    Serve,
+}
+
+fn init_logging(cfg: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log.format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let root = &cfg.storage.filesystem.rootdirectory;
+    std::fs::create_dir_all(root)
+        .with_context(|| format!("creating data directory {}", root.display()))?;
+    let blobs = FsBlobStore::open(root)
+        .with_context(|| format!("opening blob storage in {}", root.display()))?
+        .with_max_upload(cfg.storage.maxblobsize);
+    let url = cfg.database_url();
+    if !url.starts_with("sqlite:") {
+        bail!("unsupported database URL {url:?}: this build supports sqlite:// URLs");
+    }
+    let meta = Arc::new(
+        SqliteMeta::connect(&url)
+            .await
+            .context("opening the metadata database")?,
+    );
+    let state = AppState::new(Arc::new(blobs), meta.clone());
+    let listener = tokio::net::TcpListener::bind(&cfg.http.addr)
+        .await
+        .with_context(|| format!("listening on {}", cfg.http.addr))?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+    tracing::info!(addr = %cfg.http.addr, root = %root.display(), "hyperregistry listening");
+    axum::serve(listener, registry_api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    meta.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cfg = Config::load(cli.config.as_deref())?;
+    init_logging(&cfg);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cfg).await,
+    }
+}

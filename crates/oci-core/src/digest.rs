@@ -108,9 +108,11 @@ impl FromStr for Digest {
             .ok_or_else(|| DigestError::MissingAlgorithm(s.to_string()))?;
         // Grammar: algorithm ::= component ([+._-] component)*, component ::= [a-z0-9]+
         let alg_ok = !alg.is_empty()
-            && alg
-                .split(['+', '.', '_', '-'])
-                .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+            && alg.split(['+', '.', '_', '-']).all(|c| {
+                !c.is_empty()
+                    && c.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
         if !alg_ok || enc.is_empty() {
             return Err(DigestError::BadEncoding(s.to_string()));
         }
@@ -120,7 +122,9 @@ impl FromStr for Digest {
             _ => return Err(DigestError::UnsupportedAlgorithm(alg.to_string())),
         };
         if enc.len() != algorithm.hex_len()
-            || !enc.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !enc
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(DigestError::BadEncoding(s.to_string()));
         }
@@ -205,12 +209,27 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        assert!(matches!("abc".parse::<Digest>(), Err(DigestError::MissingAlgorithm(_))));
-        assert!(matches!("md5:abcd".parse::<Digest>(), Err(DigestError::UnsupportedAlgorithm(_))));
-        assert!(matches!("sha256:xyz".parse::<Digest>(), Err(DigestError::BadEncoding(_))));
-        assert!(matches!("SHA256:ab".parse::<Digest>(), Err(DigestError::BadEncoding(_))));
+        assert!(matches!(
+            "abc".parse::<Digest>(),
+            Err(DigestError::MissingAlgorithm(_))
+        ));
+        assert!(matches!(
+            "md5:abcd".parse::<Digest>(),
+            Err(DigestError::UnsupportedAlgorithm(_))
+        ));
+        assert!(matches!(
+            "sha256:xyz".parse::<Digest>(),
+            Err(DigestError::BadEncoding(_))
+        ));
+        assert!(matches!(
+            "SHA256:ab".parse::<Digest>(),
+            Err(DigestError::BadEncoding(_))
+        ));
         let upper = format!("sha256:{}", "A".repeat(64));
-        assert!(matches!(upper.parse::<Digest>(), Err(DigestError::BadEncoding(_))));
+        assert!(matches!(
+            upper.parse::<Digest>(),
+            Err(DigestError::BadEncoding(_))
+        ));
         let short = format!("sha256:{}", "a".repeat(63));
         assert!(short.parse::<Digest>().is_err());
     }

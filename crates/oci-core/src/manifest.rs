@@ -22,7 +22,12 @@ pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v
 pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
 /// Every manifest media type the registry stores.
-pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
 
 /// Whether a layer media type marks a non-distributable (foreign) layer, which need not exist.
 pub fn is_non_distributable(media_type: &str) -> bool {
@@ -145,17 +150,25 @@ impl ParsedManifest {
         };
         if is_index(&parsed.media_type) {
             if parsed.config.is_some() || !parsed.layers.is_empty() {
-                return Err(ManifestError::Invalid("an index has no config or layers".into()));
+                return Err(ManifestError::Invalid(
+                    "an index has no config or layers".into(),
+                ));
             }
         } else {
             if parsed.config.is_none() {
-                return Err(ManifestError::Invalid("an image manifest needs a config".into()));
+                return Err(ManifestError::Invalid(
+                    "an image manifest needs a config".into(),
+                ));
             }
             if !parsed.manifests.is_empty() {
-                return Err(ManifestError::Invalid("an image manifest has no manifests list".into()));
+                return Err(ManifestError::Invalid(
+                    "an image manifest has no manifests list".into(),
+                ));
             }
             if parsed.media_type == DOCKER_MANIFEST && parsed.layers.is_empty() {
-                return Err(ManifestError::Invalid("a Docker image manifest needs layers".into()));
+                return Err(ManifestError::Invalid(
+                    "a Docker image manifest needs layers".into(),
+                ));
             }
         }
         Ok(parsed)
@@ -175,9 +188,11 @@ impl ParsedManifest {
 
     /// Blobs that must exist in the repository before this manifest is accepted.
     pub fn required_blobs(&self) -> impl Iterator<Item = &Descriptor> {
-        self.config
-            .iter()
-            .chain(self.layers.iter().filter(|d| !is_non_distributable(&d.media_type)))
+        self.config.iter().chain(
+            self.layers
+                .iter()
+                .filter(|d| !is_non_distributable(&d.media_type)),
+        )
     }
 }
 

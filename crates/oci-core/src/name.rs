@@ -86,7 +86,14 @@ mod tests {
 
     #[test]
     fn repository_grammar() {
-        for ok in ["a", "library/ubuntu", "a-b/c__d/e.f", "a--b", "x0/y1/z2", "my_app"] {
+        for ok in [
+            "a",
+            "library/ubuntu",
+            "a-b/c__d/e.f",
+            "a--b",
+            "x0/y1/z2",
+            "my_app",
+        ] {
             assert!(validate_repository(ok).is_ok(), "{ok}");
         }
         for bad in [

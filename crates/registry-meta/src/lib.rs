@@ -74,7 +74,8 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Those of `digests` that are not manifests in `repo`.
     async fn missing_manifests(&self, repo: &str, digests: &[Digest]) -> Result<Vec<Digest>>;
     /// Store a manifest (idempotent) and point `tags` at it, in one transaction.
-    async fn put_manifest(&self, repo: &str, manifest: &NewManifest, tags: &[String]) -> Result<()>;
+    async fn put_manifest(&self, repo: &str, manifest: &NewManifest, tags: &[String])
+    -> Result<()>;
     /// A manifest by digest.
     async fn get_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<ManifestRecord>>;
     /// The manifest a tag points to.

@@ -176,7 +176,12 @@ impl MetaStore for SqliteMeta {
         Ok(missing)
     }
 
-    async fn put_manifest(&self, repo: &str, manifest: &NewManifest, tags: &[String]) -> Result<()> {
+    async fn put_manifest(
+        &self,
+        repo: &str,
+        manifest: &NewManifest,
+        tags: &[String],
+    ) -> Result<()> {
         let _w = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
         let t = now();
@@ -246,10 +251,10 @@ impl MetaStore for SqliteMeta {
             " FROM manifests m JOIN repositories r ON r.id = m.repo_id
              WHERE r.name = ? AND m.digest = ?"
         ))
-            .bind(repo)
-            .bind(digest.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        .bind(repo)
+        .bind(digest.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(manifest_from_row).transpose()
     }
 
@@ -262,10 +267,10 @@ impl MetaStore for SqliteMeta {
              JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
              WHERE r.name = ? AND t.name = ?"
         ))
-            .bind(repo)
-            .bind(tag)
-            .fetch_optional(&self.pool)
-            .await?;
+        .bind(repo)
+        .bind(tag)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(manifest_from_row).transpose()
     }
 
@@ -321,11 +326,12 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn list_repositories(&self, last: Option<&str>, limit: usize) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?")
-            .bind(last.unwrap_or(""))
-            .bind(limit.min(i64::MAX as usize) as i64)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?")
+                .bind(last.unwrap_or(""))
+                .bind(limit.min(i64::MAX as usize) as i64)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
@@ -336,10 +342,10 @@ impl MetaStore for SqliteMeta {
             " FROM manifests m JOIN repositories r ON r.id = m.repo_id
              WHERE r.name = ? AND m.subject = ? ORDER BY m.digest"
         ))
-            .bind(repo)
-            .bind(subject.to_string())
-            .fetch_all(&self.pool)
-            .await?;
+        .bind(repo)
+        .bind(subject.to_string())
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(manifest_from_row).collect()
     }
 
@@ -405,10 +411,21 @@ mod tests {
             blobs: vec![blob.clone()],
             children: vec![],
         };
-        meta.put_manifest("a/b", &m, &["v1".into(), "latest".into()]).await.unwrap();
-        assert_eq!(meta.resolve_tag("a/b", "v1").await.unwrap().unwrap().digest, m.record.digest);
-        assert_eq!(meta.list_tags("a/b", None, 10).await.unwrap(), vec!["latest", "v1"]);
-        assert_eq!(meta.list_tags("a/b", Some("latest"), 10).await.unwrap(), vec!["v1"]);
+        meta.put_manifest("a/b", &m, &["v1".into(), "latest".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            meta.resolve_tag("a/b", "v1").await.unwrap().unwrap().digest,
+            m.record.digest
+        );
+        assert_eq!(
+            meta.list_tags("a/b", None, 10).await.unwrap(),
+            vec!["latest", "v1"]
+        );
+        assert_eq!(
+            meta.list_tags("a/b", Some("latest"), 10).await.unwrap(),
+            vec!["v1"]
+        );
 
         let r = NewManifest {
             record: rec(b"sig", Some(m.record.digest.clone())),
@@ -416,12 +433,18 @@ mod tests {
             children: vec![],
         };
         meta.put_manifest("a/b", &r, &[]).await.unwrap();
-        assert_eq!(meta.referrers("a/b", &m.record.digest).await.unwrap().len(), 1);
+        assert_eq!(
+            meta.referrers("a/b", &m.record.digest).await.unwrap().len(),
+            1
+        );
 
         let removed = meta.delete_manifest("a/b", &m.record.digest).await.unwrap();
         assert_eq!(removed, Some(vec!["latest".to_string(), "v1".to_string()]));
         assert!(meta.resolve_tag("a/b", "v1").await.unwrap().is_none());
-        assert_eq!(meta.delete_manifest("a/b", &m.record.digest).await.unwrap(), None);
+        assert_eq!(
+            meta.delete_manifest("a/b", &m.record.digest).await.unwrap(),
+            None
+        );
         assert!(meta.unlink_blob("a/b", &blob).await.unwrap());
         assert!(!meta.unlink_blob("a/b", &blob).await.unwrap());
     }
@@ -434,15 +457,26 @@ mod tests {
             let meta = SqliteMeta::open(&path).await.unwrap();
             meta.create_upload("u1", "x/y").await.unwrap();
             for name in ["b", "a", "c/d"] {
-                meta.link_blob(name, &Digest::sha256_of(b"z"), 1).await.unwrap();
+                meta.link_blob(name, &Digest::sha256_of(b"z"), 1)
+                    .await
+                    .unwrap();
             }
             meta.close().await;
         }
         let meta = SqliteMeta::open(&path).await.unwrap();
-        assert_eq!(meta.upload_repo("u1").await.unwrap().as_deref(), Some("x/y"));
+        assert_eq!(
+            meta.upload_repo("u1").await.unwrap().as_deref(),
+            Some("x/y")
+        );
         meta.delete_upload("u1").await.unwrap();
         assert_eq!(meta.upload_repo("u1").await.unwrap(), None);
-        assert_eq!(meta.list_repositories(None, 2).await.unwrap(), vec!["a", "b"]);
-        assert_eq!(meta.list_repositories(Some("b"), 2).await.unwrap(), vec!["c/d"]);
+        assert_eq!(
+            meta.list_repositories(None, 2).await.unwrap(),
+            vec!["a", "b"]
+        );
+        assert_eq!(
+            meta.list_repositories(Some("b"), 2).await.unwrap(),
+            vec!["c/d"]
+        );
     }
 }

@@ -255,7 +255,10 @@ impl BlobStore for FsBlobStore {
         if let Some(at) = at
             && at != start
         {
-            return Err(StorageError::OutOfOrder { have: start, got: at });
+            return Err(StorageError::OutOfOrder {
+                have: start,
+                got: at,
+            });
         }
         // The incremental hash continues only if it covers exactly the bytes on disk
         // (after a restart it does not; the commit then hashes the file again).
@@ -363,7 +366,9 @@ impl BlobStore for FsBlobStore {
             }
         };
         let computed = match &state.hasher {
-            Some(h) if state.hashed == len && h.algorithm() == digest.algorithm() => h.clone().finish(),
+            Some(h) if state.hashed == len && h.algorithm() == digest.algorithm() => {
+                h.clone().finish()
+            }
             _ => {
                 let p = path.clone();
                 let alg = digest.algorithm();
@@ -422,12 +427,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
         store.create_upload("u1").await.unwrap();
-        assert_eq!(store.append_upload("u1", Some(0), body(vec![b"hel", b"lo"])).await.unwrap(), 5);
+        assert_eq!(
+            store
+                .append_upload("u1", Some(0), body(vec![b"hel", b"lo"]))
+                .await
+                .unwrap(),
+            5
+        );
         assert!(matches!(
             store.append_upload("u1", Some(3), body(vec![b"x"])).await,
             Err(StorageError::OutOfOrder { have: 5, got: 3 })
         ));
-        assert_eq!(store.append_upload("u1", None, body(vec![b" world"])).await.unwrap(), 11);
+        assert_eq!(
+            store
+                .append_upload("u1", None, body(vec![b" world"]))
+                .await
+                .unwrap(),
+            11
+        );
         let digest = Digest::sha256_of(b"hello world");
         assert_eq!(store.commit_upload("u1", &digest).await.unwrap(), 11);
         assert_eq!(store.stat(&digest).await.unwrap(), Some(11));
@@ -440,7 +457,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
         store.create_upload("u2").await.unwrap();
-        store.append_upload("u2", None, body(vec![b"abc"])).await.unwrap();
+        store
+            .append_upload("u2", None, body(vec![b"abc"]))
+            .await
+            .unwrap();
         let claimed = Digest::sha256_of(b"abd");
         assert!(matches!(
             store.commit_upload("u2", &claimed).await,
@@ -456,11 +476,17 @@ mod tests {
         {
             let store = FsBlobStore::open(dir.path()).unwrap();
             store.create_upload("u3").await.unwrap();
-            store.append_upload("u3", None, body(vec![b"first-"])).await.unwrap();
+            store
+                .append_upload("u3", None, body(vec![b"first-"]))
+                .await
+                .unwrap();
         }
         let store = FsBlobStore::open(dir.path()).unwrap();
         assert_eq!(store.upload_size("u3").await.unwrap(), Some(6));
-        store.append_upload("u3", Some(6), body(vec![b"second"])).await.unwrap();
+        store
+            .append_upload("u3", Some(6), body(vec![b"second"]))
+            .await
+            .unwrap();
         let digest = Digest::of(Algorithm::Sha512, b"first-second");
         assert_eq!(store.commit_upload("u3", &digest).await.unwrap(), 12);
         let mut s = store.read(&digest, 6, 3).await.unwrap();
@@ -476,7 +502,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
         for id in ["../x", "a/b", "", "..", "a.b"] {
-            assert!(matches!(store.create_upload(id).await, Err(StorageError::UploadUnknown(_))));
+            assert!(matches!(
+                store.create_upload(id).await,
+                Err(StorageError::UploadUnknown(_))
+            ));
         }
     }
 }

@@ -1,0 +1,130 @@
+//! Configuration: defaults, then an optional YAML or TOML file, then `REGISTRY_*` env vars
+//! (Distribution-style names: `REGISTRY_HTTP_ADDR` is `http.addr`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    /// HTTP listener.
+    pub http: HttpConfig,
+    /// Blob storage.
+    pub storage: StorageConfig,
+    /// Metadata database.
+    pub database: DatabaseConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `http.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Listen address, `0.0.0.0:5000` by default.
+    pub addr: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: "0.0.0.0:5000".into(),
+        }
+    }
+}
+
+/// `storage.*`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// `storage.filesystem.*`
+    pub filesystem: FilesystemConfig,
+    /// Largest blob accepted, in bytes (unlimited when unset).
+    pub maxblobsize: Option<u64>,
+}
+
+/// `storage.filesystem.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct FilesystemConfig {
+    /// The data directory: blobs, uploads and (by default) the SQLite database.
+    pub rootdirectory: PathBuf,
+}
+
+impl Default for FilesystemConfig {
+    fn default() -> Self {
+        FilesystemConfig {
+            rootdirectory: PathBuf::from("registry-data"),
+        }
+    }
+}
+
+/// `database.*`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// Database URL; `sqlite://<rootdirectory>/metadata.db` when unset.
+    pub url: Option<String>,
+}
+
+/// `log.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `debug`, `registry_api=debug`); `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Load from an optional file and the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
+            builder = builder.add_source(config::File::from(path));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("REGISTRY")
+                .separator("_")
+                .try_parsing(true),
+        );
+        let cfg: Config = builder
+            .build()
+            .context("reading configuration")?
+            .try_deserialize()
+            .context("invalid configuration")?;
+        Ok(cfg)
+    }
+
+    /// The metadata database URL, defaulting to SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database.url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.storage
+                    .filesystem
+                    .rootdirectory
+                    .join("metadata.db")
+                    .display()
+            )
+        })
+    }
+}
