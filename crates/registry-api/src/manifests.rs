@@ -135,6 +135,9 @@ pub async fn get(
         .expect("valid response"))
 }
 
+/// How much of an oversized manifest body is read (and dropped) before answering.
+const DRAIN_LIMIT: usize = 2 * MAX_MANIFEST_SIZE;
+
 /// Read at most [`MAX_MANIFEST_SIZE`] bytes of body.
 async fn read_manifest_body(req: Request) -> ApiResult<Bytes> {
     let too_large = || {
@@ -149,19 +152,28 @@ async fn read_manifest_body(req: Request) -> ApiResult<Bytes> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
+    // Bodies a little over the limit are drained so the client reads the error instead of a
+    // reset connection; anything larger is refused without reading.
+    if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
         return Err(too_large());
     }
     let mut stream = req.into_body().into_data_stream();
     let mut buf = BytesMut::new();
+    let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             ApiError::new(ErrorCode::ManifestInvalid, format!("reading the body: {e}"))
         })?;
-        if buf.len() + chunk.len() > MAX_MANIFEST_SIZE {
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
             return Err(too_large());
         }
-        buf.extend_from_slice(&chunk);
+        if seen <= MAX_MANIFEST_SIZE {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if seen > MAX_MANIFEST_SIZE {
+        return Err(too_large());
     }
     Ok(buf.freeze())
 }

@@ -1,0 +1,274 @@
+//! Test harness: runs the real `hyperregistry` binary on a free loopback port.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oci_core::Digest;
+use reqwest::{Client, Method, Response, StatusCode};
+
+/// A running registry process with its own data directory.
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub client: Client,
+    extra_env: Vec<(String, String)>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Start a registry on a fresh data directory.
+    pub async fn start() -> Server {
+        Server::start_with_env(&[]).await
+    }
+
+    /// Start with extra environment variables.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Server {
+        let mut s = Server {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            client: Client::builder().build().unwrap(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        s.spawn().await;
+        s
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hyperregistry"));
+        cmd.env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{}", self.port))
+            .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", self.root())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn hyperregistry"));
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.client.get(self.url("/v2/")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("hyperregistry exited early: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hyperregistry did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// kill -9 the process, then start it again on the same data directory.
+    pub async fn crash_and_restart(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        self.spawn().await;
+    }
+
+    /// SIGTERM (graceful), wait, start again.
+    pub async fn stop_and_restart(&mut self) {
+        let status = self.terminate();
+        assert!(status.success(), "graceful shutdown exited with {status}");
+        self.spawn().await;
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        child.wait().unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("http://127.0.0.1:{}{}", self.port, path)
+        }
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// Push a blob monolithically; returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> Digest {
+        let digest = Digest::sha256_of(data);
+        let r = self
+            .req(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+            )
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "push blob: {:?}",
+            r.text().await
+        );
+        digest
+    }
+
+    /// Start an upload session; returns its Location.
+    pub async fn start_upload(&self, repo: &str) -> String {
+        let r = self
+            .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        header(&r, "location")
+    }
+
+    /// Push a manifest under a reference; returns the response.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Response {
+        self.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Push a config and one layer and an OCI manifest for them; returns (manifest bytes, digest).
+    pub async fn push_image(&self, repo: &str, tag: &str, layer: &[u8]) -> (Vec<u8>, Digest) {
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","layer":{}}}"#,
+            layer.len()
+        )
+        .into_bytes();
+        let cd = self.push_blob(repo, &config).await;
+        let ld = self.push_blob(repo, layer).await;
+        let m = image_manifest(&cd, config.len(), &[(ld, layer.len())], None);
+        let r = self.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+        let d = Digest::sha256_of(&m);
+        (m, d)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// An OCI image manifest JSON for a config and layers, with an optional subject.
+pub fn image_manifest(
+    config: &Digest,
+    config_size: usize,
+    layers: &[(Digest, usize)],
+    subject: Option<(&Digest, usize)>,
+) -> Vec<u8> {
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|(d, s)| serde_json::json!({"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":d.to_string(),"size":s}))
+        .collect();
+    let mut m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType":"application/vnd.oci.image.config.v1+json","digest":config.to_string(),"size":config_size},
+        "layers": layers,
+    });
+    if let Some((d, s)) = subject {
+        m["subject"] =
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": s});
+    }
+    serde_json::to_vec(&m).unwrap()
+}
+
+/// A response header as a string ("" when absent).
+pub fn header(r: &Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// Assert an error response: status and the spec's JSON error code.
+pub async fn assert_error(r: Response, status: StatusCode, code: &str) {
+    assert_eq!(r.status(), status, "expected {status} {code}");
+    let body: serde_json::Value = r.json().await.expect("error body is JSON");
+    let errors = body["errors"].as_array().expect("errors array");
+    assert_eq!(errors[0]["code"], code, "{body}");
+    assert!(errors[0]["message"].is_string(), "{body}");
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Files under a directory, recursively.
+pub fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                n += count_files(&p);
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
