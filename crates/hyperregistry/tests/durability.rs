@@ -33,7 +33,7 @@ fn assert_all_blobs_match_names(root: &std::path::Path) {
 #[tokio::test]
 async fn kill_9_mid_chunked_upload_then_resume() {
     let mut s = Server::start().await;
-    let data = bytes(3 << 20, 7);
+    let data = bytes(8 << 20, 7);
     let digest = Digest::sha256_of(&data);
     let loc = s.start_upload("crash/test").await;
     let uuid = loc.rsplit('/').next().unwrap().to_string();
@@ -58,7 +58,7 @@ async fn kill_9_mid_chunked_upload_then_resume() {
             .send()
             .await
     });
-    let half = 3 << 19; // 1.5 MiB: more than the server's write buffer
+    let half = 5 << 20; // more than the server's 1 MiB write segment
     for piece in data[first..first + half].chunks(64 << 10) {
         tx.send(Ok(Bytes::copy_from_slice(piece))).await.unwrap();
     }

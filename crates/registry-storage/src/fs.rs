@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::io::{Read, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,14 +21,20 @@ use tokio::io::AsyncSeekExt;
 use tokio::sync::mpsc;
 use tokio_util::io::ReaderStream;
 
+use crate::sequential::SequentialWriter;
 use crate::{BlobStore, ByteStream, Result, StorageError};
 
-/// How far a writer gets ahead before it asks the kernel to start writeback.
-const WRITEBACK_STEP: u64 = 8 << 20;
-/// Chunks in flight between the request body and the writer / hasher threads.
-const PIPELINE_DEPTH: usize = 64;
-/// Read buffer for serving blobs.
-const READ_CHUNK: usize = 256 << 10;
+/// Chunks in flight between the request body and the writer / hasher threads (hyper hands
+/// over up to ~400 KiB per chunk, so this bounds a session's queued bytes to a few MiB).
+const PIPELINE_DEPTH: usize = 4;
+/// Reads at least this long are served from a memory map (no copy into user space).
+const MMAP_MIN: u64 = 1 << 20;
+/// Bytes handed to the HTTP layer per step of a mapped read.
+const MMAP_CHUNK: usize = 16 << 20;
+/// How far ahead of the chunk being sent a mapped read asks for readahead.
+const READ_AHEAD: usize = 64 << 20;
+/// Read buffer for serving small blobs.
+const READ_CHUNK: usize = 1 << 20;
 
 /// Incremental hash state of one upload session, valid while `hashed` equals the file size.
 struct SessionState {
@@ -129,22 +134,108 @@ fn hash_file(path: &Path, algorithm: Algorithm) -> std::io::Result<Digest> {
     Ok(hasher.finish())
 }
 
+/// Map `len` bytes of a committed blob from `offset`.
+///
+/// Safe because committed blobs are immutable: they are only ever replaced by `rename` or
+/// unlinked, neither of which changes the mapped inode, and never truncated.
+fn map_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Bytes> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: see above; the file is never modified in place while mapped.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len as usize)
+            .map(&file)?
+    };
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(Bytes::from_owner(map))
+}
+
+/// Stream a mapped range in chunks, faulting each chunk's pages in on a blocking thread so
+/// that disk reads never stall the async workers.
+fn mapped_stream(bytes: Bytes) -> ByteStream {
+    Box::pin(futures::stream::unfold(0usize, move |pos| {
+        let bytes = bytes.clone();
+        async move {
+            if pos >= bytes.len() {
+                return None;
+            }
+            let end = (pos + MMAP_CHUNK).min(bytes.len());
+            let chunk = bytes.slice(pos..end);
+            let faulted = chunk.clone();
+            // Keep the disk reading READ_AHEAD bytes past this chunk while it is sent: the
+            // whole window on the first step, then only the part that just came into it.
+            let ahead_from = if pos == 0 {
+                end
+            } else {
+                end + READ_AHEAD - MMAP_CHUNK
+            };
+            let ahead_to = (end + READ_AHEAD).min(bytes.len());
+            let ahead = bytes.slice(ahead_from.min(ahead_to)..ahead_to);
+            // Pages already in memory are cheapest faulted in by the socket copy itself; pages
+            // that need the disk are read here, off the async workers.
+            let (need_ahead, need_now) = (!resident(&ahead), !resident(&faulted));
+            if need_ahead || need_now {
+                let _ = tokio::task::spawn_blocking(move || {
+                    if need_ahead {
+                        advise(&ahead, libc::MADV_WILLNEED);
+                    }
+                    if need_now {
+                        populate(&faulted);
+                    }
+                })
+                .await;
+            }
+            Some((Ok(chunk), end))
+        }
+    }))
+}
+
+/// `madvise` a mapped slice (widened to page boundaries). Returns whether the kernel agreed.
+fn advise(data: &[u8], advice: libc::c_int) -> bool {
+    const PAGE: usize = 4096;
+    if data.is_empty() {
+        return true;
+    }
+    let start = data.as_ptr() as usize;
+    let aligned = start & !(PAGE - 1);
+    let len = data.len() + (start - aligned);
+    // SAFETY: the range lies within a live mapping owned by `data`'s Bytes; these advices do
+    // not change its contents.
+    unsafe { libc::madvise(aligned as *mut libc::c_void, len, advice) == 0 }
+}
+
+/// Whether every page of a mapped slice is in the page cache (`mincore`).
+fn resident(data: &[u8]) -> bool {
+    const PAGE: usize = 4096;
+    if data.is_empty() {
+        return true;
+    }
+    let start = data.as_ptr() as usize;
+    let aligned = start & !(PAGE - 1);
+    let len = data.len() + (start - aligned);
+    let mut vec = vec![0u8; len.div_ceil(PAGE)];
+    // SAFETY: the range lies within a live mapping; vec has one byte per page of it.
+    let rc = unsafe { libc::mincore(aligned as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    rc == 0 && vec.iter().all(|b| b & 1 == 1)
+}
+
+/// Bring a mapped slice's pages into memory (`MADV_POPULATE_READ`, else touch each page).
+fn populate(data: &[u8]) {
+    const PAGE: usize = 4096;
+    if !advise(data, libc::MADV_POPULATE_READ) {
+        let mut sum = 0u8;
+        for i in (0..data.len()).step_by(PAGE) {
+            // SAFETY: i is in bounds; a volatile read keeps the access.
+            sum ^= unsafe { std::ptr::read_volatile(data.as_ptr().add(i)) };
+        }
+        std::hint::black_box(sum);
+    }
+}
+
 /// fsync a directory so a rename inside it is durable.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
-}
-
-/// Ask the kernel to start writing back a file range, without waiting.
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    // SAFETY: sync_file_range only reads its integer arguments; the fd is open for the call.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
 }
 
 /// Write a file atomically: temp file in `tmp`, fsync, rename, fsync the directory.
@@ -182,6 +273,13 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn read(&self, digest: &Digest, offset: u64, len: u64) -> Result<ByteStream> {
+        if len >= MMAP_MIN {
+            let path = self.blob_path(digest);
+            return match blocking(move || map_range(&path, offset, len)).await {
+                Ok(bytes) => Ok(mapped_stream(bytes)),
+                Err(e) => not_found_as(e, || StorageError::BlobUnknown(digest.clone())),
+            };
+        }
         let mut file = match tokio::fs::File::open(self.blob_path(digest)).await {
             Ok(f) => f,
             Err(e) => return not_found_as(e, || StorageError::BlobUnknown(digest.clone())),
@@ -238,13 +336,7 @@ impl BlobStore for FsBlobStore {
         let path = self.upload_path(id)?;
         let session = self.session(id);
         let mut state = session.lock().await;
-        let opened = blocking(move || -> std::io::Result<(std::fs::File, u64)> {
-            let f = std::fs::OpenOptions::new().append(true).open(&path)?;
-            let len = f.metadata()?.len();
-            Ok((f, len))
-        })
-        .await;
-        let (file, start) = match opened {
+        let start = match tokio::fs::metadata(&path).await.map(|m| m.len()) {
             Ok(v) => v,
             Err(e) => {
                 drop(state);
@@ -269,22 +361,11 @@ impl BlobStore for FsBlobStore {
 
         let (wtx, mut wrx) = mpsc::channel::<Bytes>(PIPELINE_DEPTH);
         let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
-            let mut written = 0u64;
-            let mut flushed_to = start;
+            let mut out = SequentialWriter::open(&path, start)?;
             while let Some(chunk) = wrx.blocking_recv() {
-                out.write_all(&chunk)?;
-                written += chunk.len() as u64;
-                if start + written - flushed_to >= WRITEBACK_STEP {
-                    out.flush()?;
-                    start_writeback(&file, flushed_to, start + written - flushed_to);
-                    flushed_to = start + written;
-                }
+                out.write(&chunk)?;
             }
-            out.flush()?;
-            drop(out);
-            file.sync_data()?;
-            Ok(written)
+            Ok(out.finish()? - start)
         });
         let (htx, hash_task) = match hasher {
             Some(mut h) => {

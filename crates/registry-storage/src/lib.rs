@@ -8,6 +8,7 @@
 //! - [`fs::FsBlobStore`]: the embedded filesystem backend.
 
 pub mod fs;
+pub mod sequential;
 
 use std::pin::Pin;
 
