@@ -26,12 +26,15 @@ pub struct Config {
 pub struct HttpConfig {
     /// Listen address, `0.0.0.0:5000` by default.
     pub addr: String,
+    /// Requests writing blob data at once (0 = unlimited); beyond it, 429 TOOMANYREQUESTS.
+    pub maxconcurrentuploads: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             addr: "0.0.0.0:5000".into(),
+            maxconcurrentuploads: 0,
         }
     }
 }
@@ -44,6 +47,40 @@ pub struct StorageConfig {
     pub filesystem: FilesystemConfig,
     /// Largest blob accepted, in bytes (unlimited when unset).
     pub maxblobsize: Option<u64>,
+    /// `storage.delete.*`
+    pub delete: EnabledFlag,
+    /// `storage.maintenance.*`
+    pub maintenance: MaintenanceConfig,
+}
+
+/// A `{ enabled: bool }` block, as Distribution writes them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct EnabledFlag {
+    /// Whether the feature is on.
+    pub enabled: bool,
+}
+
+impl Default for EnabledFlag {
+    fn default() -> Self {
+        EnabledFlag { enabled: true }
+    }
+}
+
+/// `storage.maintenance.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MaintenanceConfig {
+    /// `storage.maintenance.readonly.enabled`: refuse every write.
+    pub readonly: EnabledFlag,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            readonly: EnabledFlag { enabled: false },
+        }
+    }
 }
 
 /// `storage.filesystem.*`
@@ -112,6 +149,15 @@ impl Config {
             .try_deserialize()
             .context("invalid configuration")?;
         Ok(cfg)
+    }
+
+    /// The API policy these settings describe.
+    pub fn policy(&self) -> registry_api::Policy {
+        registry_api::Policy {
+            delete_enabled: self.storage.delete.enabled,
+            read_only: self.storage.maintenance.readonly.enabled,
+            max_concurrent_uploads: self.http.maxconcurrentuploads,
+        }
     }
 
     /// The metadata database URL, defaulting to SQLite in the data directory.

@@ -82,7 +82,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .await
             .context("opening the metadata database")?,
     );
-    let state = AppState::new(Arc::new(blobs), meta.clone());
+    let state = AppState::new(Arc::new(blobs), meta.clone(), cfg.policy());
     let listener = tokio::net::TcpListener::bind(&cfg.http.addr)
         .await
         .with_context(|| format!("listening on {}", cfg.http.addr))?

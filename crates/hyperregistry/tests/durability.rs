@@ -376,3 +376,131 @@ async fn configuration_from_a_file_and_database_url_from_env() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
+
+#[tokio::test]
+async fn policy_read_only_delete_disabled_and_upload_limit() {
+    let ro =
+        Server::start_with_env(&[("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "true")]).await;
+    let r = ro
+        .req(Method::POST, "/v2/x/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::FORBIDDEN, "DENIED").await;
+    assert_eq!(
+        ro.req(Method::GET, "/v2/_catalog")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    let nodelete = Server::start_with_env(&[("REGISTRY_STORAGE_DELETE_ENABLED", "false")]).await;
+    let (_, d) = nodelete.push_image("keep", "v1", b"x").await;
+    let r = nodelete
+        .req(Method::DELETE, &format!("/v2/keep/manifests/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
+    assert_eq!(
+        nodelete
+            .req(Method::GET, "/v2/keep/manifests/v1")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    let limited = Server::start_with_env(&[("REGISTRY_HTTP_MAXCONCURRENTUPLOADS", "1")]).await;
+    let loc = limited.start_upload("busy").await;
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let client = limited.client.clone();
+    let url = limited.url(&loc);
+    let pending = tokio::spawn(async move {
+        client
+            .patch(url)
+            .body(reqwest::Body::wrap_stream(rx))
+            .send()
+            .await
+    });
+    tx.send(Ok(Bytes::from_static(b"first bytes")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = limited
+        .req(Method::POST, "/v2/busy/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "retry-after"), "1");
+    assert_error(r, StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS").await;
+    drop(tx);
+    assert_eq!(
+        pending.await.unwrap().unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        limited
+            .req(Method::POST, "/v2/busy/blobs/uploads/")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::ACCEPTED
+    );
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_path = dir.path().join("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hyperregistry"))
+        .env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+            dir.path().join("data"),
+        )
+        .env("REGISTRY_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if client.get(format!("{base}/v2/")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = client
+        .post(format!("{base}/v2/logged/blobs/uploads/"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-me-42");
+    // SIGTERM: graceful shutdown flushes and exits 0.
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("trace-me-42"))
+        .unwrap_or_else(|| panic!("no log line with the request id:\n{log}"));
+    let v: serde_json::Value = serde_json::from_str(line).expect("log lines are JSON");
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["status"], 202);
+    assert_eq!(v["span"]["request_id"], "trace-me-42");
+}

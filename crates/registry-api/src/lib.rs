@@ -25,7 +25,7 @@ use registry_meta::MetaStore;
 use registry_storage::BlobStore;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 use crate::cache::ManifestCache;
 use crate::error::{ApiError, ErrorCode};
@@ -46,15 +46,78 @@ pub struct AppState {
     pub meta: Arc<dyn MetaStore>,
     /// Manifests by (repository, reference).
     pub cache: Arc<ManifestCache>,
+    /// Operator policy.
+    pub policy: Arc<Policy>,
+    /// Permits for requests that write blob data, when limited.
+    upload_permits: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// Operator policy: what the registry allows.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Whether DELETE is allowed (Distribution's `storage.delete.enabled`).
+    pub delete_enabled: bool,
+    /// Maintenance mode: every write is refused with DENIED.
+    pub read_only: bool,
+    /// Requests writing blob data at once; beyond it, TOOMANYREQUESTS. 0 = unlimited.
+    pub max_concurrent_uploads: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            delete_enabled: true,
+            read_only: false,
+            max_concurrent_uploads: 0,
+        }
+    }
 }
 
 impl AppState {
-    /// Assemble a state from a blob store and a metadata store.
-    pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>) -> AppState {
+    /// Assemble a state from a blob store, a metadata store and a policy.
+    pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, policy: Policy) -> AppState {
+        let upload_permits = (policy.max_concurrent_uploads > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(policy.max_concurrent_uploads)));
         AppState {
             blobs,
             meta,
             cache: Arc::new(ManifestCache::new(64 << 20)),
+            policy: Arc::new(policy),
+            upload_permits,
+        }
+    }
+
+    /// Refuse a request up front when policy says so; returns a permit to hold for
+    /// requests that write blob data.
+    fn admit(
+        &self,
+        route: &Route,
+        method: &Method,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ApiError> {
+        let writes = !matches!(*method, Method::GET | Method::HEAD);
+        if writes && self.policy.read_only {
+            return Err(ApiError::new(
+                ErrorCode::Denied,
+                "the registry is in read-only mode for maintenance",
+            ));
+        }
+        if *method == Method::DELETE && !self.policy.delete_enabled {
+            return Err(ApiError::new(
+                ErrorCode::Unsupported,
+                "deletes are disabled on this registry",
+            ));
+        }
+        let uploads_data = matches!(route, Route::UploadStart { .. } | Route::Upload { .. })
+            && matches!(*method, Method::POST | Method::PATCH | Method::PUT);
+        match (&self.upload_permits, uploads_data) {
+            (Some(sem), true) => sem.clone().try_acquire_owned().map(Some).map_err(|_| {
+                ApiError::new(
+                    ErrorCode::TooManyRequests,
+                    "too many uploads in progress; retry later",
+                )
+                .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }),
+            _ => Ok(None),
         }
     }
 }
@@ -67,22 +130,40 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", get(base))
         .route("/v2/{*path}", any(dispatch))
         .with_state(state)
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::debug_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
-            }),
-        )
+        .layer(axum::middleware::from_fn(access_log))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static(API_VERSION_HEADER),
             HeaderValue::from_static("registry/2.0"),
         ))
+}
+
+/// One log line per request, inside a span carrying the request id. Writes and failures log
+/// at `info`, successful reads at `debug` (pulls are the hot path).
+async fn access_log(req: Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let span = tracing::info_span!("request", request_id = %id);
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let _entered = span.enter();
+    if status >= 500 {
+        tracing::error!(%method, %path, status, ms, "request");
+    } else if status >= 400 || !matches!(method, Method::GET | Method::HEAD) {
+        tracing::info!(%method, %path, status, ms, "request");
+    } else {
+        tracing::debug!(%method, %path, status, ms, "request");
+    }
+    resp
 }
 
 async fn base() -> Response {
@@ -108,6 +189,10 @@ async fn dispatch(State(st): State<AppState>, req: Request<Body>) -> Response {
         Err(e) => return e.into_response(),
     };
     let method = req.method().clone();
+    let _permit = match st.admit(&route, &method) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let result = match (&route, &method) {
         (Route::Catalog, &Method::GET) => listing::catalog(&st, req).await,
         (Route::Tags { name }, &Method::GET) => listing::tags(&st, name, req).await,
