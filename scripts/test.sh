@@ -8,7 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive, as "command:package".
-needed=(skopeo:skopeo curl:curl)
+needed=(
+    skopeo:skopeo curl:curl docker-registry:docker-registry
+    dockerd:docker.io podman:podman runc:runc busybox:busybox-static
+)
 missing=()
 for entry in "${needed[@]}"; do
     command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
@@ -22,10 +25,34 @@ if ((${#missing[@]})); then
     "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Services the tests use: a Docker engine (no iptables, no bridge: the tests only talk to
+# loopback registries and run containers with --network none). Stopped again on exit if
+# this script started it.
+started_dockerd=""
+cleanup() {
+    if [ -n "$started_dockerd" ]; then
+        kill "$started_dockerd" 2>/dev/null || true
+        wait "$started_dockerd" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+if ! docker info >/dev/null 2>&1; then
+    echo "==> starting dockerd"
+    dockerd --iptables=false --bridge=none >/tmp/hyper-ci-dockerd.log 2>&1 &
+    started_dockerd=$!
+    for _ in $(seq 1 120); do
+        docker info >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    docker info >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 /tmp/hyper-ci-dockerd.log; exit 1; }
+fi
+
 export HYPER_REQUIRE_TOOLS=1
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
+# Integration tests need every binary of the workspace (hyperbuild's tests drive hyperregistry).
+cargo build --workspace --locked --bins
 cargo test --workspace --locked

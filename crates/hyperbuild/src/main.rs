@@ -1,0 +1,178 @@
+//! hyperbuild: a daemonless image builder and registry client.
+//!
+//! Images live in a local OCI image layout (`--root`, `HYPERBUILD_ROOT`, or
+//! `$XDG_DATA_HOME/hyperbuild`); `push`, `pull`, `save`, `load`, `unpack` move them between
+//! that store, registries, tarballs and directories.
+
+mod commands;
+mod progress;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Command line.
+#[derive(Parser)]
+#[command(
+    name = "hyperbuild",
+    version,
+    about = "Daemonless OCI image builder and registry client"
+)]
+pub struct Cli {
+    /// Local image store directory.
+    #[arg(long, global = true, env = "HYPERBUILD_ROOT")]
+    root: Option<PathBuf>,
+    /// Credentials file to read and write instead of Docker's config.json and podman's auth.json.
+    #[arg(long, global = true, env = "HYPERBUILD_AUTHFILE")]
+    authfile: Option<PathBuf>,
+    /// Registry reached over plain HTTP (repeatable; loopback hosts always are).
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    insecure: Vec<String>,
+    /// No progress output.
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+    /// Debug logs (credentials are never logged).
+    #[arg(long, global = true)]
+    debug: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Transfer tuning shared by push and pull.
+#[derive(clap::Args, Clone)]
+pub struct TransferArgs {
+    /// Blobs transferred at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Retries per blob after the first attempt.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Push a local image to a registry (to DEST when given, else to its own name).
+    Push {
+        /// Local image.
+        image: String,
+        /// Destination reference.
+        dest: Option<String>,
+        #[command(flatten)]
+        transfer: TransferArgs,
+    },
+    /// Pull an image from a registry into the local store.
+    Pull {
+        /// Image reference.
+        image: String,
+        /// Platform to take from a multi-platform image (os/arch[/variant]); default: this host.
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        transfer: TransferArgs,
+    },
+    /// Save credentials for a registry (Docker-compatible config.json).
+    Login {
+        /// Registry host[:port].
+        registry: String,
+        /// User name.
+        #[arg(long, short = 'u')]
+        username: Option<String>,
+        /// Password (prefer --password-stdin).
+        #[arg(long, short = 'p')]
+        password: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove saved credentials for a registry.
+    Logout {
+        /// Registry host[:port].
+        registry: String,
+    },
+    /// List local images.
+    Images {
+        /// Show manifest digests.
+        #[arg(long)]
+        digests: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a local image another name.
+    Tag {
+        /// Existing local image.
+        source: String,
+        /// New name.
+        target: String,
+    },
+    /// Remove local image names, and the blobs no image uses any more.
+    Rmi {
+        /// Images to remove.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show an image's manifest and configuration (local first, else from its registry).
+    Inspect {
+        /// Image reference.
+        image: String,
+        /// Ask the registry even if the image is local.
+        #[arg(long)]
+        remote: bool,
+        /// Platform for a multi-platform remote image.
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// Write local images to a tarball (docker load / podman load can read it).
+    Save {
+        /// Images.
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Output file.
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        /// docker-archive or oci-archive.
+        #[arg(long, default_value = "docker-archive")]
+        format: String,
+    },
+    /// Read images from a docker-archive or oci-archive tarball.
+    Load {
+        /// Input file.
+        #[arg(long, short = 'i')]
+        input: PathBuf,
+    },
+    /// Assemble an image's root filesystem into a directory.
+    Unpack {
+        /// Local image (pulled first if missing and it names a registry image).
+        image: String,
+        /// Target directory (created; must be empty if it exists).
+        dir: PathBuf,
+    },
+}
+
+fn init_logging(debug: bool) {
+    let default = if debug { "debug" } else { "warn" };
+    let filter =
+        EnvFilter::try_from_env("HYPERBUILD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.debug);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Harness for hyperbuild's interoperability tests: registries (hyperregistry and CNCF
+//! Distribution) on free loopback ports, the hyperbuild binary with its own store and
+//! credentials file, a busybox image built from /bin/busybox, and the docker / podman /
+//! skopeo programs.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use oci_core::Digest;
+
+/// Whether an external program is available. Under CI (`HYPER_REQUIRE_TOOLS=1`) a missing
+/// program fails the test; elsewhere the test says loudly that it skipped.
+pub fn require_tool(name: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            std::env::var("HYPER_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{name} is required (HYPER_REQUIRE_TOOLS=1); scripts/test.sh installs it"
+        );
+        eprintln!("SKIPPED: {name} is not installed; run scripts/test.sh to install it");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_http(url: &str, child: &mut Child, accept_401: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = reqwest::blocking::Client::new();
+    loop {
+        if let Ok(r) = client.get(url).send()
+            && (r.status().is_success() || (accept_401 && r.status() == 401))
+        {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("server exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "{url} did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The workspace's target directory holding our binaries.
+fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hyperbuild"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Path of the hyperregistry binary, built on demand.
+pub fn hyperregistry_bin() -> PathBuf {
+    let p = bin_dir().join("hyperregistry");
+    if !p.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "hyperregistry"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building hyperregistry");
+    }
+    p
+}
+
+/// A registry process on a loopback port.
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// hyperregistry on a fresh data directory.
+    pub fn hyper() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = Command::new(hyperregistry_bin())
+            .env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env(
+                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+                dir.path().join("data"),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_http(&format!("http://127.0.0.1:{port}/v2/"), &mut child, false);
+        Registry { child, port, dir }
+    }
+
+    /// CNCF Distribution (`docker-registry`), optionally with htpasswd basic auth.
+    pub fn distribution(htpasswd: Option<&str>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some(h) = htpasswd {
+            let path = dir.path().join("htpasswd");
+            std::fs::write(&path, h).unwrap();
+            cfg.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                path.display()
+            ));
+        }
+        let cfg_path = dir.path().join("config.yml");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_http(
+            &format!("http://127.0.0.1:{port}/v2/"),
+            &mut child,
+            htpasswd.is_some(),
+        );
+        Registry { child, port, dir }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// hyperbuild with its own store and credentials file.
+pub struct Hb {
+    pub dir: tempfile::TempDir,
+}
+
+impl Hb {
+    pub fn new() -> Hb {
+        Hb {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn authfile(&self) -> PathBuf {
+        self.dir.path().join("auth.json")
+    }
+
+    /// Run hyperbuild; returns the output whatever the status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_stdin(args, None)
+    }
+
+    pub fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hyperbuild"))
+            .arg("--root")
+            .arg(self.root())
+            .arg("--authfile")
+            .arg(self.authfile())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "hyperbuild {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// Run a program and require success; returns stdout.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// podman with the flags that work on this kind of host.
+pub fn podman(args: &[&str]) -> String {
+    let mut full = vec![
+        "--storage-driver",
+        "vfs",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--runtime",
+        "runc",
+    ];
+    full.extend_from_slice(args);
+    sh("podman", &full)
+}
+
+/// Flags `podman run` needs here.
+pub const PODMAN_RUN: [&str; 6] = [
+    "--network",
+    "none",
+    "--ulimit",
+    "nofile=20000:20000",
+    "--ulimit",
+    "nproc=4096:4096",
+];
+
+/// Make sure a Docker engine answers, starting dockerd if needed.
+pub fn ensure_dockerd() {
+    static START: std::sync::Once = std::sync::Once::new();
+    START.call_once(|| {
+        let ok = || {
+            Command::new("docker")
+                .arg("info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if ok() {
+            return;
+        }
+        let log = std::fs::File::create("/tmp/hyper-test-dockerd.log").unwrap();
+        // Left running for the other tests of this process; scripts/test.sh starts and stops
+        // dockerd itself, so this only happens in ad-hoc local runs.
+        let daemon = Command::new("dockerd")
+            .args(["--iptables=false", "--bridge=none"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        std::mem::forget(daemon);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ok() {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not start; see /tmp/hyper-test-dockerd.log"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+}
+
+/// Contents of the busybox image the tests use.
+pub const HELLO: &str = "hello from a hyperbuild test image\n";
+
+/// A GNU tar header with owner root:root and a fixed mtime.
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h
+}
+
+fn tar_gz_layer() -> (Vec<u8>, Digest) {
+    let mut raw = tar::Builder::new(Vec::new());
+    for d in ["bin", "etc"] {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        raw.append_data(&mut h, d, std::io::empty()).unwrap();
+    }
+    let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox (package busybox-static)");
+    let mut h = header(tar::EntryType::Regular, 0o755, busybox.len() as u64);
+    raw.append_data(&mut h, "bin/busybox", &busybox[..])
+        .unwrap();
+    let mut h = header(tar::EntryType::Regular, 0o644, HELLO.len() as u64);
+    raw.append_data(&mut h, "etc/hello.txt", HELLO.as_bytes())
+        .unwrap();
+    let mut l = header(tar::EntryType::Symlink, 0o777, 0);
+    raw.append_link(&mut l, "bin/sh", "busybox").unwrap();
+    let raw = raw.into_inner().unwrap();
+    let diff_id = Digest::sha256_of(&raw);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&raw).unwrap();
+    (gz.finish().unwrap(), diff_id)
+}
+
+/// Write a busybox image as an OCI layout at `dir` with tag `tag`.
+pub fn busybox_layout(dir: &Path, tag: &str) {
+    let (layer, diff_id) = tar_gz_layer();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+        "config": {"Cmd": ["/bin/busybox", "cat", "/etc/hello.txt"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "hyperbuild test"}]
+    }))
+    .unwrap();
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| {
+        let d = Digest::sha256_of(b);
+        std::fs::write(blobs.join(d.hex()), b).unwrap();
+        d
+    };
+    let cd = put(&config);
+    let ld = put(&layer);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld.to_string(), "size": layer.len()}]
+    }))
+    .unwrap();
+    let md = put(&manifest);
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md.to_string(), "size": manifest.len(),
+                "annotations": {"org.opencontainers.image.ref.name": tag}}]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+}
+
+/// Put the busybox image into a registry with skopeo (a client we did not write).
+pub fn seed_with_skopeo(registry: &str, repo_tag: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    busybox_layout(dir.path(), "t");
+    sh(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:t", dir.path().display()),
+            &format!("docker://{registry}/{repo_tag}"),
+        ],
+    );
+}
+
+/// Assert a directory holds the busybox image's files.
+pub fn assert_busybox_tree(root: &Path) {
+    assert_eq!(
+        std::fs::read(root.join("bin/busybox")).unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hello.txt")).unwrap(),
+        HELLO
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("bin/sh")).unwrap(),
+        PathBuf::from("busybox")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(root.join("bin/busybox"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+}
