@@ -20,8 +20,8 @@ fn round_trip(registry: &Registry) {
     let images = hb.ok(&["images"]);
     assert!(images.contains(&format!("{host}/seed/busybox")), "{images}");
 
-    let out = tempfile::tempdir().unwrap();
-    let rootfs = out.path().join("rootfs");
+    let out_dir = tempfile::tempdir().unwrap();
+    let rootfs = out_dir.path().join("rootfs");
     hb.ok(&[
         "unpack",
         &format!("{host}/seed/busybox:1"),
@@ -35,7 +35,14 @@ fn round_trip(registry: &Registry) {
         &format!("{host}/seed/busybox:1"),
         &format!("{host}/pushed/busybox:2"),
     ]);
-    let pushed = hb.ok(&["push", &format!("{host}/pushed/busybox:2")]);
+    let out = hb.run(&["push", &format!("{host}/pushed/busybox:2")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 mounted"),
+        "config and layer are mounted from seed/busybox:\n{stderr}"
+    );
+    let pushed = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         pushed.trim(),
         digest.trim(),
@@ -69,9 +76,18 @@ fn round_trip(registry: &Registry) {
     sh("docker", &["pull", "-q", &image]);
     let said = sh("docker", &["run", "--rm", "--network", "none", &image]);
     assert_eq!(said, HELLO);
+    // docker push → hyperbuild pull: a client we did not write filled this repository.
+    let from_docker = format!("{host}/from/docker:3");
+    sh("docker", &["tag", &image, &from_docker]);
+    sh("docker", &["push", "-q", &from_docker]);
     let _ = std::process::Command::new("docker")
-        .args(["rmi", "-f", &image])
+        .args(["rmi", "-f", &image, &from_docker])
         .output();
+    let hb2 = Hb::new();
+    hb2.ok(&["pull", &from_docker]);
+    let rootfs = out_dir.path().join("from-docker");
+    hb2.ok(&["unpack", &from_docker, rootfs.to_str().unwrap()]);
+    assert_busybox_tree(&rootfs);
 
     podman(&["pull", "-q", "--tls-verify=false", &image]);
     let mut run = vec!["run", "--rm"];

@@ -270,9 +270,16 @@ async fn upload(
                 session = next;
                 offset += len;
             }
-            Err(e) if e.is_retryable() && failures < opts.max_retries => {
+            // A cut connection, a busy registry, or a chunk the registry no longer expects
+            // at this offset (part of a cut-off chunk arrived): ask where the session
+            // stands and go on from there.
+            Err(e)
+                if (e.is_retryable()
+                    || e.status() == Some(reqwest::StatusCode::RANGE_NOT_SATISFIABLE))
+                    && failures < opts.max_retries + 2 =>
+            {
                 failures += 1;
-                // Ask the registry where the session stands, and go on from there.
+                tokio::time::sleep(client.backoff(failures)).await;
                 let have = client.upload_offset(target, &session).await?;
                 tracing::warn!(blob = %desc.digest, error = %e, resume_at = have, "chunk failed; resuming");
                 offset = have;

@@ -263,6 +263,21 @@ impl RegistryClient {
         context: &str,
         build: &BuildRequest<'_>,
     ) -> Result<Response> {
+        self.send_with(reference, scopes, context, true, build)
+            .await
+    }
+
+    /// [`send`](Self::send), choosing whether a failed connection is retried here. Requests
+    /// that change server state partway (an upload body cut off mid-way) must not be blindly
+    /// repeated: the caller asks the registry where things stand instead.
+    pub async fn send_with(
+        &self,
+        reference: &Reference,
+        scopes: &[String],
+        context: &str,
+        retry_transport: bool,
+        build: &BuildRequest<'_>,
+    ) -> Result<Response> {
         let key = (reference.registry.clone(), scopes.join(" "));
         let mut attempt = 0u32;
         let mut reauthenticated = false;
@@ -336,7 +351,7 @@ impl RegistryClient {
                         context: context.to_string(),
                         source,
                     };
-                    if !err.is_retryable() || attempt >= self.cfg.max_retries {
+                    if !retry_transport || !err.is_retryable() || attempt >= self.cfg.max_retries {
                         return Err(err);
                     }
                     tracing::warn!(error = %err, attempt, "request failed; retrying");
@@ -584,7 +599,7 @@ impl RegistryClient {
         let context = format!("uploading bytes {offset}+{len} to {}", r.name());
         let scopes = [repo_scope(&r.repository, true)];
         let resp = self
-            .send(r, &scopes, &context, &|http| {
+            .send_with(r, &scopes, &context, false, &|http| {
                 Ok(http
                     .patch(session)
                     .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -634,7 +649,7 @@ impl RegistryClient {
         let context = format!("committing blob {digest}");
         let scopes = [repo_scope(&r.repository, true)];
         let resp = self
-            .send(r, &scopes, &context, &|http| {
+            .send_with(r, &scopes, &context, body.is_none(), &|http| {
                 let rb = http
                     .put(&url)
                     .header(header::CONTENT_TYPE, "application/octet-stream");

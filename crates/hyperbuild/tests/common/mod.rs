@@ -398,3 +398,150 @@ pub fn assert_busybox_tree(root: &Path) {
         0o755
     );
 }
+
+/// Write a one-layer image whose layer is a tar.gz holding `size` pseudo-random bytes, as an
+/// OCI layout at `dir` with tag `tag`. Returns the layer digest.
+pub fn big_layout(dir: &Path, tag: &str, size: usize) -> Digest {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ size as u64;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    let mut raw = tar::Builder::new(Vec::new());
+    let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+    raw.append_data(&mut h, "big.bin", &data[..]).unwrap();
+    let raw = raw.into_inner().unwrap();
+    let diff_id = Digest::sha256_of(&raw);
+    // gzip (stored blocks, so it is quick): skopeo compresses uncompressed layers itself,
+    // which would change the digest the tests check.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+    gz.write_all(&raw).unwrap();
+    let layer = gz.finish().unwrap();
+    let media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+    write_layout(dir, tag, &layer, media_type, &diff_id, "amd64");
+    Digest::sha256_of(&layer)
+}
+
+/// Write a single-layer image layout (config + manifest + index) around `layer`.
+pub fn write_layout(
+    dir: &Path,
+    tag: &str,
+    layer: &[u8],
+    layer_type: &str,
+    diff_id: &Digest,
+    arch: &str,
+) {
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": arch, "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]}
+    }))
+    .unwrap();
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| {
+        let d = Digest::sha256_of(b);
+        std::fs::write(blobs.join(d.hex()), b).unwrap();
+        d
+    };
+    let cd = put(&config);
+    let ld = put(layer);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": layer_type, "digest": ld.to_string(), "size": layer.len()}]
+    }))
+    .unwrap();
+    let md = put(&manifest);
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md.to_string(), "size": manifest.len(),
+                "annotations": {"org.opencontainers.image.ref.name": tag}}]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+}
+
+/// A TCP proxy to a local port that cuts one connection once a byte count is crossed
+/// (client→server with `cut_up`, server→client with `cut_down`).
+pub struct FaultProxy {
+    pub port: u16,
+    pub cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FaultProxy {
+    pub fn start(target: u16, cut_up: Option<u64>, cut_down: Option<u64>) -> FaultProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let up = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicU64::new(0));
+        let armed_up = Arc::new(AtomicBool::new(cut_up.is_some()));
+        let armed_down = Arc::new(AtomicBool::new(cut_down.is_some()));
+        let c = cuts.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let pipe = |mut from: std::net::TcpStream,
+                            mut to: std::net::TcpStream,
+                            total: Arc<AtomicU64>,
+                            armed: Arc<AtomicBool>,
+                            limit: Option<u64>,
+                            cuts: Arc<AtomicUsize>| {
+                    std::thread::spawn(move || {
+                        use std::io::Read;
+                        let mut buf = vec![0u8; 64 << 10];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            let before = total.fetch_add(n as u64, Ordering::SeqCst);
+                            if let Some(l) = limit
+                                && before + n as u64 >= l
+                                && armed.swap(false, Ordering::SeqCst)
+                            {
+                                cuts.fetch_add(1, Ordering::SeqCst);
+                                let _ = from.shutdown(std::net::Shutdown::Both);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                                break;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    up.clone(),
+                    armed_up.clone(),
+                    cut_up,
+                    c.clone(),
+                );
+                pipe(
+                    server,
+                    client,
+                    down.clone(),
+                    armed_down.clone(),
+                    cut_down,
+                    c.clone(),
+                );
+            }
+        });
+        FaultProxy { port, cuts }
+    }
+}
