@@ -21,7 +21,7 @@ fn default_root() -> PathBuf {
         .join("hyperbuild")
 }
 
-struct Ctx {
+pub(crate) struct Ctx {
     store: Arc<ImageStore>,
     credentials: CredentialStore,
     insecure: Vec<String>,
@@ -38,6 +38,63 @@ impl Ctx {
         };
         Ok(RegistryClient::new(cfg)?)
     }
+}
+
+/// Where builds keep their cache and unpacked base images: next to the store.
+pub(crate) fn build_dir(ctx: &Ctx) -> PathBuf {
+    ctx.store.root().join("build")
+}
+
+/// `--compression`.
+pub(crate) fn parse_compression(s: &str) -> anyhow::Result<image_build::layer::Compression> {
+    image_build::layer::Compression::parse(s)
+        .with_context(|| format!("unknown compression {s:?}: use gzip, zstd or uncompressed"))
+}
+
+/// `--format`.
+pub(crate) fn parse_format(s: &str) -> anyhow::Result<image_build::image::Format> {
+    match s {
+        "oci" => Ok(image_build::image::Format::Oci),
+        "docker" => Ok(image_build::image::Format::Docker),
+        other => bail!("unknown format {other:?}: use oci or docker"),
+    }
+}
+
+/// The current time as RFC 3339 UTC, or SOURCE_DATE_EPOCH when set.
+pub(crate) fn now_rfc3339() -> String {
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        });
+    rfc3339(secs)
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub(crate) fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Parse a user-given image name the way Docker does.
@@ -148,6 +205,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Unpack { image, dir } => unpack(&ctx, &image, &dir).await,
+        Command::Import {
+            tarball,
+            image,
+            compression,
+            format,
+            platform,
+            cmd,
+        } => {
+            let platform = match platform {
+                Some(p) => p.parse::<Platform>().map_err(anyhow::Error::msg)?,
+                None => Platform::host(),
+            };
+            let opts = image_build::import::ImportOptions {
+                compression: parse_compression(&compression)?,
+                format: parse_format(&format)?,
+                os: platform.os,
+                architecture: platform.architecture,
+                created: now_rfc3339(),
+                cmd: (!cmd.is_empty()).then_some(cmd),
+            };
+            let name = local_name(&image)?;
+            let store = ctx.store.clone();
+            let (desc, id) = tokio::task::spawn_blocking(move || {
+                image_build::import::import(&store, &tarball, &opts)
+            })
+            .await?
+            .context("importing")?;
+            ctx.store.set_ref(&name, desc)?;
+            println!("{id}");
+            Ok(())
+        }
+        Command::Prune => {
+            let build = build_dir(&ctx);
+            let freed = image_build::cache::BuildCache::open(&build.join("cache"))?.prune()?;
+            let rootfs = build.join("rootfs");
+            if rootfs.exists() {
+                std::fs::remove_dir_all(&rootfs)
+                    .with_context(|| format!("removing {}", rootfs.display()))?;
+            }
+            let stats = ctx.store.gc()?;
+            println!(
+                "Build cache cleared ({} freed); {} unused blob(s) removed ({})",
+                human(freed),
+                stats.blobs_removed,
+                human(stats.bytes_freed)
+            );
+            Ok(())
+        }
     }
 }
 
@@ -570,4 +675,14 @@ async fn unpack(ctx: &Ctx, image: &str, dir: &Path) -> anyhow::Result<()> {
         eprintln!("Unpacked {} layer(s) into {}", stats.len(), dir.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
 }

@@ -141,6 +141,27 @@ enum Command {
         #[arg(long, short = 'i')]
         input: PathBuf,
     },
+    /// Make a base image from a root filesystem tarball (plain, gzip or zstd).
+    Import {
+        /// The tarball.
+        tarball: PathBuf,
+        /// Name of the new image.
+        image: String,
+        /// Layer compression: gzip, zstd or uncompressed.
+        #[arg(long, default_value = "gzip")]
+        compression: String,
+        /// Media types: oci or docker.
+        #[arg(long, default_value = "oci")]
+        format: String,
+        /// Platform recorded in the config (os/arch); default: this host.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Default command (repeat for each argument).
+        #[arg(long = "cmd", allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// Remove the build cache and unpacked base images, and blobs no image uses.
+    Prune,
     /// Assemble an image's root filesystem into a directory.
     Unpack {
         /// Local image (pulled first if missing and it names a registry image).

@@ -296,3 +296,54 @@ fn bcrypt_hash(password: &str) -> String {
         .unwrap()
         .format_for_version(bcrypt::Version::TwoY)
 }
+
+/// `hyperbuild import` of a root filesystem tarball makes an image docker can run.
+#[test]
+fn imported_rootfs_runs_in_docker() {
+    if !tools(&["docker", "dockerd", "busybox"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    let tarball = dir.path().join("rootfs.tar");
+    sh(
+        "tar",
+        &[
+            "-C",
+            rootfs.to_str().unwrap(),
+            "-cf",
+            tarball.to_str().unwrap(),
+            ".",
+        ],
+    );
+    let registry = Registry::hyper();
+    let image = format!("{}/imported/busybox:1", registry.host());
+    let hb = Hb::new();
+    let id = hb.ok(&[
+        "import",
+        tarball.to_str().unwrap(),
+        &image,
+        "--cmd",
+        "/bin/sh",
+        "--cmd",
+        "-c",
+        "--cmd",
+        "echo imported",
+    ]);
+    assert!(id.trim().starts_with("sha256:"));
+    hb.ok(&["push", &image]);
+    ensure_dockerd();
+    sh("docker", &["pull", "-q", &image]);
+    assert_eq!(
+        sh("docker", &["run", "--rm", "--network", "none", &image]),
+        "imported\n"
+    );
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .output();
+    let bad = hb.run(&["import", "/etc/hostname", "x/y:1"]);
+    assert!(!bad.status.success(), "a non-tar file is refused");
+}
