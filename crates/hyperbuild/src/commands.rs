@@ -22,14 +22,14 @@ fn default_root() -> PathBuf {
 }
 
 pub(crate) struct Ctx {
-    store: Arc<ImageStore>,
-    credentials: CredentialStore,
-    insecure: Vec<String>,
-    quiet: bool,
+    pub(crate) store: Arc<ImageStore>,
+    pub(crate) credentials: CredentialStore,
+    pub(crate) insecure: Vec<String>,
+    pub(crate) quiet: bool,
 }
 
 impl Ctx {
-    fn client(&self, transfer: Option<&TransferArgs>) -> anyhow::Result<RegistryClient> {
+    pub(crate) fn client(&self, transfer: Option<&TransferArgs>) -> anyhow::Result<RegistryClient> {
         let cfg = ClientConfig {
             insecure_registries: self.insecure.clone(),
             credentials: self.credentials.clone(),
@@ -98,13 +98,13 @@ pub(crate) fn rfc3339(secs: i64) -> String {
 }
 
 /// Parse a user-given image name the way Docker does.
-fn parse_ref(s: &str) -> anyhow::Result<Reference> {
+pub(crate) fn parse_ref(s: &str) -> anyhow::Result<Reference> {
     s.parse::<Reference>()
         .with_context(|| format!("invalid image reference {s:?}"))
 }
 
 /// The store name of a user-given image: a digest as is, else the normalized reference.
-fn local_name(s: &str) -> anyhow::Result<String> {
+pub(crate) fn local_name(s: &str) -> anyhow::Result<String> {
     if s.parse::<Digest>().is_ok() {
         return Ok(s.to_string());
     }
@@ -128,12 +128,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         insecure: cli.insecure.clone(),
         quiet: cli.quiet,
     };
-    match cli.command {
+    let command = match cli.command {
+        Some(c) => c,
+        None if cli.build.images.is_empty()
+            && cli.build.context.is_none()
+            && cli.build.context_pos.is_none()
+            && cli.build.file.is_none() =>
+        {
+            bail!(
+                "nothing to do: give a subcommand (see --help) or the build short form -c CONTEXT -f DOCKERFILE -i IMAGE"
+            );
+        }
+        None => Command::Build(cli.build.clone()),
+    };
+    match command {
+        Command::Build(args) => crate::build::build(&ctx, &args).await,
         Command::Push {
             image,
             dest,
             transfer,
-        } => push(&ctx, &image, dest.as_deref(), &transfer).await,
+        } => {
+            let digest = push(&ctx, &image, dest.as_deref(), &transfer).await?;
+            println!("{digest}");
+            Ok(())
+        }
         Command::Pull {
             image,
             platform,
@@ -278,7 +296,12 @@ fn resolve_local(ctx: &Ctx, image: &str) -> anyhow::Result<Descriptor> {
     })
 }
 
-async fn push(ctx: &Ctx, image: &str, dest: Option<&str>, t: &TransferArgs) -> anyhow::Result<()> {
+pub(crate) async fn push(
+    ctx: &Ctx,
+    image: &str,
+    dest: Option<&str>,
+    t: &TransferArgs,
+) -> anyhow::Result<String> {
     let local = resolve_name(ctx, image)?;
     let target = parse_ref(dest.unwrap_or(image))?;
     let client = ctx.client(Some(t))?;
@@ -302,11 +325,10 @@ async fn push(ctx: &Ctx, image: &str, dest: Option<&str>, t: &TransferArgs) -> a
             started.elapsed().as_secs_f64()
         );
     }
-    println!("{digest}");
-    Ok(())
+    Ok(digest)
 }
 
-async fn pull(
+pub(crate) async fn pull(
     ctx: &Ctx,
     image: &str,
     platform: Option<&str>,

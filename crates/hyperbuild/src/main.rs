@@ -4,6 +4,7 @@
 //! `$XDG_DATA_HOME/hyperbuild`); `push`, `pull`, `save`, `load`, `unpack` move them between
 //! that store, registries, tarballs and directories.
 
+mod build;
 mod commands;
 mod progress;
 
@@ -35,8 +36,64 @@ pub struct Cli {
     /// Debug logs (credentials are never logged).
     #[arg(long, global = true)]
     debug: bool,
+    /// The short form `hyperbuild -c CONTEXT -f DOCKERFILE -i REF [--push]` builds.
+    #[command(flatten)]
+    build: BuildArgs,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+}
+
+/// `hyperbuild build` options.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct BuildArgs {
+    /// Build context directory (also accepted as the last argument).
+    #[arg(long = "context", short = 'c', value_name = "DIR")]
+    context: Option<PathBuf>,
+    /// Build context directory.
+    #[arg(value_name = "CONTEXT")]
+    context_pos: Option<PathBuf>,
+    /// Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(long = "file", short = 'f')]
+    file: Option<PathBuf>,
+    /// Name of the result (repeatable).
+    #[arg(long = "image", short = 'i', visible_alias = "tag", short_alias = 't')]
+    images: Vec<String>,
+    /// Push the result to its registry.
+    #[arg(long)]
+    push: bool,
+    /// Build argument KEY=VALUE (KEY alone takes it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    build_args: Vec<String>,
+    /// Build only up to this stage.
+    #[arg(long)]
+    target: Option<String>,
+    /// Do not use the build cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Label KEY=VALUE on the image (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Media types: oci or docker.
+    #[arg(long, default_value = "oci")]
+    format: String,
+    /// Layer compression: gzip, zstd or uncompressed.
+    #[arg(long, default_value = "gzip")]
+    compression: String,
+    /// Timestamp for reproducible builds (seconds since the epoch).
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    source_date_epoch: Option<i64>,
+    /// Network of RUN steps: default (the host's), none or host.
+    #[arg(long, default_value = "default")]
+    network: String,
+    /// Build secret id=ID,src=FILE (repeatable).
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
+    /// Output: auto, plain or quiet.
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    /// Write the image ID to this file.
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
 }
 
 /// Transfer tuning shared by push and pull.
@@ -52,6 +109,8 @@ pub struct TransferArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build an image from a Dockerfile.
+    Build(BuildArgs),
     /// Push a local image to a registry (to DEST when given, else to its own name).
     Push {
         /// Local image.

@@ -26,6 +26,10 @@ pub struct CachedLayer {
     pub diff_id: Digest,
     /// Media type it was stored with.
     pub media_type: String,
+    /// When the layer was made (history `created`); reused on cache hits so that a fully
+    /// cached rebuild produces the same image.
+    #[serde(default)]
+    pub created: String,
 }
 
 impl CachedLayer {
@@ -63,9 +67,11 @@ impl BuildCache {
 
     /// A scratch directory for a step in progress.
     pub fn tmp_dir(&self, name: &str) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.dir
             .join("tmp")
-            .join(format!("{name}-{}", std::process::id()))
+            .join(format!("{name}-{}-{n}", std::process::id()))
     }
 
     /// A cached layer for `key`, if its snapshot and blob are both still there.

@@ -3,6 +3,8 @@
 //! - [`overlay`]: overlayfs mounts for RUN and COPY steps.
 //! - [`sandbox`]: RUN in namespaces through an OCI runtime bundle (`runc`).
 //! - [`layer`]: snapshot directory → deterministic, compressed layer in the store.
+//! - [`frontend`]: the Dockerfile interpreter (ARG/ENV scoping, stages, steps).
+//! - [`context`]: COPY/ADD planning: sources, `.dockerignore`, content hashes.
 //! - [`cache`]: step cache keys, cached snapshots and layers.
 //! - [`fsops`]: COPY/ADD file operations inside a step's root.
 //! - [`image`]: image configs and manifests (OCI or Docker media types).
@@ -12,6 +14,8 @@
 //! - [`rootfs`]: base images unpacked once per layer chain, the bottom of every overlay.
 
 pub mod cache;
+pub mod context;
+pub mod frontend;
 pub mod fsops;
 pub mod image;
 pub mod import;

@@ -19,7 +19,9 @@ pub fn base_rootfs(store: &ImageStore, image: &Image, cache_dir: &Path) -> Resul
     if dir.join(".complete").exists() {
         return Ok(Some(dir.join("root")));
     }
-    let tmp = cache_dir.join(format!(".tmp-{}-{}", chain.hex(), std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = cache_dir.join(format!(".tmp-{}-{}-{n}", chain.hex(), std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(tmp.join("root")).map_err(|e| BuildError::io(&tmp, e))?;
     let layers: Vec<(PathBuf, String)> = image

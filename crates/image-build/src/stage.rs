@@ -61,6 +61,8 @@ pub struct Stage {
     pub cached: usize,
     /// Steps executed.
     pub executed: usize,
+    /// `created` of the newest layer so far: metadata steps and the image take it.
+    pub last_created: String,
 }
 
 impl Stage {
@@ -128,8 +130,8 @@ pub struct StepFailed {
 }
 
 impl Builder {
-    fn history(&self, created_by: &str, empty: bool) -> serde_json::Value {
-        let mut h = json!({"created": self.opts.created, "created_by": created_by});
+    fn history(&self, created: &str, created_by: &str, empty: bool) -> serde_json::Value {
+        let mut h = json!({"created": created, "created_by": created_by});
         if empty {
             h["empty_layer"] = json!(true);
         }
@@ -139,6 +141,15 @@ impl Builder {
     /// Start a stage from an image already in the store (`base_key` identifies it).
     pub fn stage(&self, image: Image, base_key: Digest) -> Result<Stage> {
         let base_rootfs = crate::rootfs::base_rootfs(&self.store, &image, &self.rootfs_dir)?;
+        let last_created = match self.opts.epoch {
+            Some(_) => self.opts.created.clone(),
+            None => image
+                .config
+                .get("created")
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| self.opts.created.clone()),
+        };
         Ok(Stage {
             image,
             base_rootfs,
@@ -146,6 +157,7 @@ impl Builder {
             key: base_key,
             cached: 0,
             executed: 0,
+            last_created,
         })
     }
 
@@ -159,7 +171,8 @@ impl Builder {
     ) {
         st.key = chain(&st.key, desc);
         f(&mut st.image);
-        st.image.push_history(self.history(created_by, true));
+        let h = self.history(&st.last_created, created_by, true);
+        st.image.push_history(h);
     }
 
     /// A step producing a layer: `action` gets the merged root, the upper directory and
@@ -171,7 +184,11 @@ impl Builder {
         created_by: &str,
         action: impl FnOnce(&Path, &Path, &Path) -> Result<()>,
     ) -> Result<bool> {
-        let key = chain(&st.key, desc);
+        // The layer's bytes depend on the compression too.
+        let key = chain(
+            &st.key,
+            &format!("{desc} compression={:?}", self.opts.compression),
+        );
         let media_type = match self.opts.format {
             Format::Oci => self.opts.compression.oci_media_type(),
             Format::Docker => self
@@ -184,11 +201,11 @@ impl Builder {
             && let Some(hit) = self.cache.get(&key, &self.store)
         {
             st.lowers.push(self.cache.snapshot(&key));
-            st.image.push_layer(
-                &hit.blob(),
-                &hit.media_type,
-                self.history(created_by, false),
-            );
+            if !hit.created.is_empty() && self.opts.epoch.is_none() {
+                st.last_created = hit.created.clone();
+            }
+            let h = self.history(&st.last_created, created_by, false);
+            st.image.push_layer(&hit.blob(), &hit.media_type, h);
             st.key = key;
             st.cached += 1;
             return Ok(true);
@@ -221,12 +238,14 @@ impl Builder {
             size: blob.size,
             diff_id: blob.diff_id.clone(),
             media_type: media_type.to_string(),
+            created: self.opts.created.clone(),
         };
         let snapshot = self.cache.put(&key, &upper, &entry)?;
         let _ = std::fs::remove_dir_all(&tmp);
         st.lowers.push(snapshot);
-        st.image
-            .push_layer(&blob, media_type, self.history(created_by, false));
+        st.last_created = self.opts.created.clone();
+        let h = self.history(&st.last_created, created_by, false);
+        st.image.push_layer(&blob, media_type, h);
         st.key = key;
         st.executed += 1;
         Ok(false)
@@ -257,10 +276,27 @@ impl Builder {
             if !cwd_in_root.exists() {
                 fsops::mkdir_p(&cwd_in_root)?;
             }
-            for b in &p.binds {
-                let t = fsops::resolve_in_root(merged, &fsops::clean_in_root(&b.target))?;
+            // Mount targets that do not exist are created for the run and removed after it
+            // (with the parents created for them), so they do not end up in the layer.
+            let mut created: Vec<PathBuf> = Vec::new();
+            let targets = p
+                .binds
+                .iter()
+                .map(|b| (b.target.as_str(), b.source.is_dir()))
+                .chain(p.tmpfs.iter().map(|t| (t.as_str(), true)));
+            for (target, is_dir) in targets {
+                let rel = fsops::clean_in_root(target);
+                let mut missing = Vec::new();
+                let mut anc = rel.clone();
+                while !anc.as_os_str().is_empty()
+                    && std::fs::symlink_metadata(merged.join(&anc)).is_err()
+                {
+                    missing.push(anc.clone());
+                    anc = anc.parent().map(Path::to_path_buf).unwrap_or_default();
+                }
+                let t = fsops::resolve_in_root(merged, &rel)?;
                 if !t.exists() {
-                    if b.source.is_dir() {
+                    if is_dir {
                         fsops::mkdir_p(&t)?;
                     } else {
                         if let Some(parent) = t.parent() {
@@ -269,6 +305,7 @@ impl Builder {
                         std::fs::write(&t, b"").map_err(|e| BuildError::io(&t, e))?;
                     }
                 }
+                created.extend(missing);
             }
             let spec = RunSpec {
                 rootfs: merged.to_path_buf(),
@@ -295,9 +332,9 @@ impl Builder {
                 });
                 return Err(BuildError::Invalid("step failed".into()));
             }
-            // Mount targets created for bind mounts are not part of the layer.
-            for b in &p.binds {
-                let rel = fsops::clean_in_root(&b.target);
+            // Deepest first: mount points, then the parents created for them, when empty.
+            created.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+            for rel in created {
                 let in_upper = upper.join(&rel);
                 if let Ok(m) = std::fs::symlink_metadata(&in_upper) {
                     let _ = if m.is_dir() {

@@ -545,3 +545,43 @@ impl FaultProxy {
         FaultProxy { port, cuts }
     }
 }
+
+/// A busybox root filesystem tarball: every applet linked, root in /etc/passwd and
+/// /etc/group, /tmp. Returns its path.
+pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
+    let root = dir.join("busybox-rootfs");
+    for d in ["bin", "etc", "tmp", "root"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    let tarball = dir.join("busybox-rootfs.tar");
+    sh(
+        "tar",
+        &[
+            "-C",
+            root.to_str().unwrap(),
+            "-cf",
+            tarball.to_str().unwrap(),
+            ".",
+        ],
+    );
+    tarball
+}
+
+/// The repository's `examples/` directory.
+pub fn examples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// Copy a directory tree (for editing an example in a test).
+pub fn copy_dir(src: &Path, dest: &Path) {
+    sh("cp", &["-a", src.to_str().unwrap(), dest.to_str().unwrap()]);
+}

@@ -1,0 +1,497 @@
+//! `hyperbuild build` end to end: the examples build, push to hyperregistry, and run under
+//! docker and podman; the cache rebuilds only what changed; SOURCE_DATE_EPOCH gives
+//! byte-identical images; failures point at the Dockerfile line.
+
+mod common;
+
+use common::*;
+
+fn tools(names: &[&str]) -> bool {
+    names.iter().all(|n| require_tool(n))
+}
+
+/// A registry with a busybox base image at `HOST/busybox:latest`, and a hyperbuild that has
+/// it locally too.
+fn setup() -> (Registry, Hb, String) {
+    let registry = Registry::hyper();
+    let hb = Hb::new();
+    let tar = busybox_rootfs_tar(hb.dir.path());
+    let base = format!("{}/busybox:latest", registry.host());
+    hb.ok(&["import", tar.to_str().unwrap(), &base]);
+    hb.ok(&["push", &base]);
+    (registry, hb, base)
+}
+
+fn build(hb: &Hb, args: &[&str]) -> (String, String) {
+    let out = hb.run(&[&["build"], args].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "build failed:\n{stderr}");
+    (
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        stderr,
+    )
+}
+
+#[test]
+fn single_stage_example_runs_in_docker_and_podman_and_rebuilds_from_cache() {
+    if !tools(&["docker", "dockerd", "podman", "runc", "busybox"]) {
+        return;
+    }
+    let (registry, hb, base) = setup();
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("single-stage");
+    copy_dir(&examples_dir().join("single-stage"), &ctx);
+    let image = format!("{}/hello:1", registry.host());
+    let base_arg = format!("BASE={base}");
+    let args = [
+        "-c",
+        ctx.to_str().unwrap(),
+        "--build-arg",
+        &base_arg,
+        "-i",
+        &image,
+    ];
+    let (id, log) = build(&hb, &[&args[..], &["--push"]].concat());
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert!(log.contains("3 step(s) run"), "{log}");
+
+    let expected =
+        "hello from hyperbuild\na file copied from the context\nstate: ready, user: app\n";
+    ensure_dockerd();
+    sh("docker", &["pull", "-q", &image]);
+    assert_eq!(
+        sh("docker", &["run", "--rm", "--network", "none", &image]),
+        expected
+    );
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .output();
+    podman(&["pull", "-q", "--tls-verify=false", &image]);
+    let mut run = vec!["run", "--rm"];
+    run.extend(PODMAN_RUN);
+    run.push(&image);
+    assert_eq!(podman(&run), expected);
+
+    let info: serde_json::Value = serde_json::from_str(&hb.ok(&["inspect", &image])).unwrap();
+    let cfg = &info["Config"];
+    assert_eq!(cfg["WorkingDir"], "/app");
+    assert_eq!(cfg["User"], "app");
+    assert!(cfg["ExposedPorts"].get("8080/tcp").is_some(), "{cfg}");
+    assert_eq!(cfg["Labels"]["org.opencontainers.image.title"], "hello");
+    assert_eq!(cfg["Cmd"][0], "/app/greet.sh");
+    assert!(
+        cfg["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "GREETING=hello from hyperbuild")
+    );
+    let rootfs = work.path().join("rootfs");
+    hb.ok(&["unpack", &image, rootfs.to_str().unwrap()]);
+    assert!(rootfs.join("app/data/message.txt").exists());
+    assert!(
+        !rootfs.join("app/data/secret.txt").exists(),
+        ".dockerignore keeps it out"
+    );
+
+    // Unchanged: nothing runs, same image.
+    let (id2, log) = build(&hb, &args);
+    assert_eq!(id2, id, "a fully cached rebuild gives the same image");
+    assert!(log.contains("0 step(s) run, 3 cached"), "{log}");
+    // One copied file changes: only that COPY and the steps after it run.
+    std::fs::write(ctx.join("data/message.txt"), "changed\n").unwrap();
+    let (id3, log) = build(&hb, &args);
+    assert_ne!(id3, id);
+    assert!(log.contains("2 step(s) run, 1 cached"), "{log}");
+    // mtime-only changes do not invalidate the cache.
+    sh("touch", &[ctx.join("greet.sh").to_str().unwrap()]);
+    let (_, log) = build(&hb, &args);
+    assert!(log.contains("0 step(s) run, 3 cached"), "{log}");
+    // --no-cache runs everything.
+    let (_, log) = build(&hb, &[&args[..], &["--no-cache"]].concat());
+    assert!(log.contains("3 step(s) run, 0 cached"), "{log}");
+    drop(registry);
+}
+
+#[test]
+fn cache_mounts_example_with_secret_tmpfs_and_heredoc() {
+    if !tools(&["docker", "dockerd", "runc", "busybox"]) {
+        return;
+    }
+    let (registry, hb, base) = setup();
+    let work = tempfile::tempdir().unwrap();
+    let secret = work.path().join("token");
+    std::fs::write(&secret, "s3cr3t-value\n").unwrap();
+    let image = format!("{}/cached:1", registry.host());
+    let ctx = examples_dir().join("cache-mounts");
+    let base_arg = format!("BASE={base}");
+    let secret_arg = format!("id=token,src={}", secret.display());
+    let args = [
+        "-c",
+        ctx.to_str().unwrap(),
+        "--build-arg",
+        &base_arg,
+        "--secret",
+        &secret_arg,
+        "-i",
+        &image,
+    ];
+    build(&hb, &args);
+    build(&hb, &[&args[..], &["--no-cache", "--push"]].concat());
+    ensure_dockerd();
+    sh("docker", &["pull", "-q", &image]);
+    let out = sh("docker", &["run", "--rm", "--network", "none", &image]);
+    assert_eq!(
+        out,
+        "temp\nsecret seen, not stored\nwritten by a heredoc\nno-secret-in-image\n"
+    );
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .output();
+    let rootfs = work.path().join("rootfs");
+    hb.ok(&["unpack", &image, rootfs.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("cache-runs"))
+            .unwrap()
+            .trim(),
+        "2",
+        "the cache mount persisted between builds"
+    );
+    for leaked in ["run", "scratch", "var"] {
+        assert!(
+            !rootfs.join(leaked).exists(),
+            "mount point {leaked} leaked into the image"
+        );
+    }
+    let layers = walk_files(&hb.root());
+    assert!(
+        !layers
+            .iter()
+            .any(|f| std::fs::read(f).is_ok_and(|b| b.windows(12).any(|w| w == b"s3cr3t-value"))),
+        "the secret is in no blob"
+    );
+    // Without the required secret the build fails clearly.
+    let out = hb.run(&[
+        "build",
+        "--no-cache",
+        "-c",
+        ctx.to_str().unwrap(),
+        "--build-arg",
+        &base_arg,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("secret token is required"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                if !p.ends_with("build") {
+                    out.extend(walk_files(&p));
+                }
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn reproducible_with_source_date_epoch_and_formats() {
+    if !tools(&["runc", "busybox"]) {
+        return;
+    }
+    let (_registry, hb, base) = setup();
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    copy_dir(&examples_dir().join("single-stage"), &ctx);
+    let base_arg = format!("BASE={base}");
+    let mut ids = Vec::new();
+    for compression in ["gzip", "gzip", "zstd"] {
+        let (_, _) = build(
+            &hb,
+            &[
+                "-c",
+                ctx.to_str().unwrap(),
+                "--build-arg",
+                &base_arg,
+                "--no-cache",
+                "--source-date-epoch",
+                "1700000000",
+                "--compression",
+                compression,
+                "-i",
+                "repro:1",
+            ],
+        );
+        let info: serde_json::Value =
+            serde_json::from_str(&hb.ok(&["inspect", "repro:1"])).unwrap();
+        ids.push(info["Digest"].as_str().unwrap().to_string());
+        // Touch everything: mtimes must not matter under SOURCE_DATE_EPOCH.
+        sh("touch", &[ctx.join("greet.sh").to_str().unwrap()]);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(
+        ids[0], ids[1],
+        "same inputs, same epoch: byte-identical image (manifest digest)"
+    );
+    assert_ne!(ids[0], ids[2], "zstd layers differ");
+    let info: serde_json::Value = serde_json::from_str(&hb.ok(&["inspect", "repro:1"])).unwrap();
+    assert_eq!(info["Created"], "2023-11-14T22:13:20Z");
+    assert!(
+        info["Manifest"]["layers"][1]["mediaType"]
+            .as_str()
+            .unwrap()
+            .ends_with("tar+zstd")
+    );
+    let (_, _) = build(
+        &hb,
+        &[
+            "-c",
+            ctx.to_str().unwrap(),
+            "--build-arg",
+            &base_arg,
+            "--format",
+            "docker",
+            "-i",
+            "docker-format:1",
+        ],
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&hb.ok(&["inspect", "docker-format:1"])).unwrap();
+    assert_eq!(
+        info["MediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let out = hb.run(&[
+        "build",
+        "-c",
+        ctx.to_str().unwrap(),
+        "--build-arg",
+        &base_arg,
+        "--format",
+        "docker",
+        "--compression",
+        "zstd",
+    ]);
+    assert!(!out.status.success(), "zstd needs OCI media types");
+}
+
+#[test]
+fn multi_stage_targets_parallel_stages_and_errors() {
+    if !tools(&["runc", "busybox"]) {
+        return;
+    }
+    let (_registry, hb, base) = setup();
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path();
+    std::fs::write(ctx.join("input.txt"), "input\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            r#"ARG BASE={base}
+FROM ${{BASE}} AS one
+RUN echo one > /one.txt
+FROM ${{BASE}} AS two
+ARG WHO=nobody
+RUN echo "two for $WHO" > /two.txt
+FROM ${{BASE}} AS unused
+RUN exit 42
+FROM scratch AS final
+COPY --from=one /one.txt /
+COPY --from=two /two.txt /
+COPY input.txt /copied/
+"#
+        ),
+    )
+    .unwrap();
+    let (_, log) = build(
+        &hb,
+        &[
+            "-c",
+            ctx.to_str().unwrap(),
+            "--build-arg",
+            "WHO=tests",
+            "-i",
+            "multi:1",
+        ],
+    );
+    assert!(
+        !log.contains("stage 2"),
+        "the unused stage is skipped:\n{log}"
+    );
+    let rootfs = ctx.join("out");
+    hb.ok(&["unpack", "multi:1", rootfs.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("one.txt")).unwrap(),
+        "one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("two.txt")).unwrap(),
+        "two for tests\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("copied/input.txt")).unwrap(),
+        "input\n"
+    );
+    let names: Vec<String> = std::fs::read_dir(&rootfs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into())
+        .collect();
+    assert!(
+        !names.contains(&"bin".to_string()),
+        "scratch image holds only what was copied: {names:?}"
+    );
+
+    // --target builds one stage; the failing stage reports its line and exit code.
+    let out = hb.run(&["build", "-c", ctx.to_str().unwrap(), "--target", "unused"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile:8: RUN exit 42") && err.contains("exit code: 42"),
+        "{err}"
+    );
+
+    // A bad Dockerfile: file, line and column.
+    std::fs::write(
+        ctx.join("Bad.Dockerfile"),
+        "FROM scratch\nCOPY input.txt /\nFROBNICATE now\n",
+    )
+    .unwrap();
+    let out = hb.run(&[
+        "build",
+        "-c",
+        ctx.to_str().unwrap(),
+        "-f",
+        ctx.join("Bad.Dockerfile").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Bad.Dockerfile:3:1") && err.to_lowercase().contains("unknown instruction"),
+        "{err}"
+    );
+    // A missing COPY source.
+    std::fs::write(
+        ctx.join("Missing.Dockerfile"),
+        "FROM scratch\nCOPY nope.txt /\n",
+    )
+    .unwrap();
+    let out = hb.run(&[
+        "build",
+        "-c",
+        ctx.to_str().unwrap(),
+        "-f",
+        ctx.join("Missing.Dockerfile").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Missing.Dockerfile:2")
+            && err.contains("nope.txt")
+            && err.contains("not found"),
+        "{err}"
+    );
+    // A source outside the context.
+    std::fs::write(
+        ctx.join("Escape.Dockerfile"),
+        "FROM scratch\nCOPY ../../etc/passwd /\n",
+    )
+    .unwrap();
+    let out = hb.run(&[
+        "build",
+        "-c",
+        ctx.to_str().unwrap(),
+        "-f",
+        ctx.join("Escape.Dockerfile").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside the build context"));
+}
+
+/// The multi-stage example: a static binary compiled with gcc in a Debian stage (a
+/// debootstrap minbase root filesystem with gcc), copied into a scratch image.
+#[test]
+fn multi_stage_example_compiles_in_debian_and_ships_from_scratch() {
+    if !tools(&["docker", "dockerd", "runc", "debootstrap"]) {
+        return;
+    }
+    let registry = Registry::hyper();
+    let hb = Hb::new();
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("debian");
+    let mirror = std::env::var("HYPER_DEBIAN_MIRROR")
+        .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+    sh(
+        "debootstrap",
+        &[
+            "--variant=minbase",
+            "--include=gcc,libc6-dev",
+            "bookworm",
+            rootfs.to_str().unwrap(),
+            &mirror,
+        ],
+    );
+    let tarball = work.path().join("debian.tar");
+    sh(
+        "tar",
+        &[
+            "-C",
+            rootfs.to_str().unwrap(),
+            "-cf",
+            tarball.to_str().unwrap(),
+            ".",
+        ],
+    );
+    let builder_image = format!("{}/debian-gcc:bookworm", registry.host());
+    hb.ok(&["import", tarball.to_str().unwrap(), &builder_image]);
+
+    let image = format!("{}/static-hello:1", registry.host());
+    let arg = format!("BUILDER={builder_image}");
+    let ctx = examples_dir().join("multi-stage");
+    let (_, log) = build(
+        &hb,
+        &[
+            "-c",
+            ctx.to_str().unwrap(),
+            "--build-arg",
+            &arg,
+            "-i",
+            &image,
+            "--push",
+        ],
+    );
+    assert!(log.contains("RUN gcc"), "{log}");
+    let info: serde_json::Value = serde_json::from_str(&hb.ok(&["inspect", &image])).unwrap();
+    let layers = info["Manifest"]["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "scratch + one COPY: a single layer");
+    assert!(
+        layers[0]["size"].as_u64().unwrap() < 2 << 20,
+        "only the static binary ships"
+    );
+    ensure_dockerd();
+    sh("docker", &["pull", "-q", &image]);
+    assert_eq!(
+        sh("docker", &["run", "--rm", "--network", "none", &image]),
+        "hello, world, from a static binary built by hyperbuild\n"
+    );
+    assert_eq!(
+        sh(
+            "docker",
+            &["run", "--rm", "--network", "none", &image, "tests"]
+        ),
+        "hello, tests, from a static binary built by hyperbuild\n"
+    );
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .output();
+}
