@@ -495,3 +495,106 @@ fn multi_stage_example_compiles_in_debian_and_ships_from_scratch() {
         .args(["rmi", "-f", &image])
         .output();
 }
+
+/// ONBUILD triggers run in child builds; --label, --iidfile, --network none; prune.
+#[test]
+fn onbuild_labels_iidfile_network_and_prune() {
+    if !tools(&["runc", "busybox"]) {
+        return;
+    }
+    let (_registry, hb, base) = setup();
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path();
+    std::fs::write(ctx.join("input.txt"), "from the child's context\n").unwrap();
+    std::fs::write(
+        ctx.join("Base.Dockerfile"),
+        format!("FROM {base}\nONBUILD RUN echo triggered > /triggered\nONBUILD COPY input.txt /from-trigger.txt\n"),
+    )
+    .unwrap();
+    build(
+        &hb,
+        &[
+            "-c",
+            ctx.to_str().unwrap(),
+            "-f",
+            ctx.join("Base.Dockerfile").to_str().unwrap(),
+            "-i",
+            "onbuild-base:1",
+        ],
+    );
+    let parent: serde_json::Value =
+        serde_json::from_str(&hb.ok(&["inspect", "onbuild-base:1"])).unwrap();
+    assert_eq!(parent["Config"]["OnBuild"].as_array().unwrap().len(), 2);
+
+    std::fs::write(
+        ctx.join("Child.Dockerfile"),
+        "FROM onbuild-base:1\nRUN --network=none ls /sys/class/net > /interfaces\nRUN cat /triggered\n",
+    )
+    .unwrap();
+    let iid = ctx.join("iid");
+    let (id, log) = build(
+        &hb,
+        &[
+            "-c",
+            ctx.to_str().unwrap(),
+            "-f",
+            ctx.join("Child.Dockerfile").to_str().unwrap(),
+            "-t",
+            "child:1",
+            "--label",
+            "team=builders",
+            "--iidfile",
+            iid.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        log.contains("RUN echo triggered"),
+        "triggers ran first:\n{log}"
+    );
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), id);
+    let child: serde_json::Value = serde_json::from_str(&hb.ok(&["inspect", "child:1"])).unwrap();
+    assert!(
+        child["Config"].get("OnBuild").is_none(),
+        "triggers are not inherited"
+    );
+    assert_eq!(child["Config"]["Labels"]["team"], "builders");
+    let rootfs = ctx.join("rootfs");
+    hb.ok(&["unpack", "child:1", rootfs.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("triggered")).unwrap(),
+        "triggered\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("from-trigger.txt")).unwrap(),
+        "from the child's context\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("interfaces")).unwrap(),
+        "lo\n",
+        "--network=none: loopback only"
+    );
+
+    let out = hb.ok(&["prune"]);
+    assert!(out.contains("Build cache cleared"), "{out}");
+    assert!(
+        std::fs::read_dir(hb.root().join("build/cache/snapshots"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    let (_, log) = build(
+        &hb,
+        &[
+            "-c",
+            ctx.to_str().unwrap(),
+            "-f",
+            ctx.join("Child.Dockerfile").to_str().unwrap(),
+            "-t",
+            "child:1",
+        ],
+    );
+    assert!(
+        log.contains(", 0 cached"),
+        "nothing cached after prune:\n{log}"
+    );
+}

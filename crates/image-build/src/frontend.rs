@@ -341,10 +341,9 @@ fn build_stage(
         Some(n) => format!("stage {} ({n})", ds.index),
         None => format!("stage {}", ds.index),
     };
-    let total = ds.instructions.len() + 1;
     let echo = |s: &str| (builder.echo)(s);
     let base = expand(&ds.base, globals, esc).map_err(|e| at(req, ds.line, "FROM", &e))?;
-    echo(&format!("[{label} 1/{total}] FROM {base}"));
+    let from_image = stage_ref(&base, ds.index).is_none() && !base.eq_ignore_ascii_case("scratch");
     let mut st = if let Some(dep) = stage_ref(&base, ds.index) {
         done.lock()
             .expect("lock")
@@ -369,6 +368,25 @@ fn build_stage(
     };
     st.cached = 0;
     st.executed = 0;
+    // ONBUILD triggers of a base image run first, in order; the new image does not inherit them.
+    let mut instructions: Vec<dockerfile::Spanned<Instruction>> = Vec::new();
+    if from_image && let Some(triggers) = str_vec(st.image.config.pointer("/config/OnBuild")) {
+        for t in &triggers {
+            let parsed = dockerfile::parse(
+                &format!("FROM scratch\n{t}\n"),
+                &format!("ONBUILD trigger of {base}"),
+            )
+            .map_err(|e| at(req, ds.line, "FROM", &format!("ONBUILD trigger {t:?}: {e}")))?;
+            for mut ins in parsed.stages.into_iter().flat_map(|s| s.instructions) {
+                ins.span.line = ds.line;
+                instructions.push(ins);
+            }
+        }
+        st.image.runtime().remove("OnBuild");
+    }
+    instructions.extend(ds.instructions.iter().cloned());
+    let total = instructions.len() + 1;
+    echo(&format!("[{label} 1/{total}] FROM {base}"));
     // Scope: ARGs declared in this stage, and the image's ENV (which wins).
     let mut args: BTreeMap<String, String> = BTreeMap::new();
     for p in PROXY_ARGS {
@@ -379,7 +397,7 @@ fn build_stage(
     let mut shell: Vec<String> = str_vec(st.image.config.pointer("/config/Shell"))
         .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
     let mut cmd_from_base = st.image.runtime().contains_key("Cmd");
-    for (n, ins) in ds.instructions.iter().enumerate() {
+    for (n, ins) in instructions.iter().enumerate() {
         let line = ins.span.line;
         let kw = ins.node.keyword();
         let vars = {
