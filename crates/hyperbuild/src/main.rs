@@ -219,6 +219,19 @@ enum Command {
         #[arg(long = "cmd", allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+    /// Rewrite an image's layers as eStargz (for lazy pulls and `starget`).
+    Convert {
+        /// Convert to eStargz (the only conversion there is).
+        #[arg(long, required = true)]
+        estargz: bool,
+        /// Existing local image.
+        source: String,
+        /// Name of the converted image.
+        dest: String,
+        /// Media types: oci or docker.
+        #[arg(long, default_value = "oci")]
+        format: String,
+    },
     /// Remove the build cache and unpacked base images, and blobs no image uses.
     Prune,
     /// Assemble an image's root filesystem into a directory.

@@ -2,9 +2,7 @@
 //! docker and podman; the cache rebuilds only what changed; SOURCE_DATE_EPOCH gives
 //! byte-identical images; failures point at the Dockerfile line.
 
-mod common;
-
-use common::*;
+use test_support::*;
 
 fn tools(names: &[&str]) -> bool {
     names.iter().all(|n| require_tool(n))

@@ -2,11 +2,9 @@
 //! the registry's offset, pulls resume downloads with Range, and the bytes that arrive are
 //! exactly the image's.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::*;
+use test_support::*;
 
 fn seed_big(registry: &Registry, repo_tag: &str, size: usize) -> oci_core::Digest {
     let dir = tempfile::tempdir().unwrap();

@@ -2,9 +2,7 @@
 //! pulled and run by docker and podman and read by skopeo; images pushed by docker and
 //! skopeo are pulled and unpacked by hyperbuild; the same against CNCF Distribution.
 
-mod common;
-
-use common::*;
+use test_support::*;
 
 fn tools(names: &[&str]) -> bool {
     names.iter().all(|n| require_tool(n))

@@ -30,6 +30,9 @@ pub struct CachedLayer {
     /// cached rebuild produces the same image.
     #[serde(default)]
     pub created: String,
+    /// Layer annotations (eStargz).
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 impl CachedLayer {
@@ -39,6 +42,7 @@ impl CachedLayer {
             digest: self.digest.clone(),
             size: self.size,
             diff_id: self.diff_id.clone(),
+            annotations: self.annotations.clone(),
         }
     }
 }

@@ -114,7 +114,7 @@ impl Image {
             digest: blob.digest.clone(),
             size: blob.size,
             urls: None,
-            annotations: None,
+            annotations: (!blob.annotations.is_empty()).then(|| blob.annotations.clone()),
             artifact_type: None,
             platform: None,
         });
@@ -160,7 +160,12 @@ pub fn write_image(
                 Format::Oci => oci_layer_type(&l.media_type),
                 Format::Docker => docker_layer_type(&l.media_type),
             };
-            json!({"mediaType": media_type, "digest": l.digest.to_string(), "size": l.size})
+            let mut d =
+                json!({"mediaType": media_type, "digest": l.digest.to_string(), "size": l.size});
+            if let Some(a) = &l.annotations {
+                d["annotations"] = json!(a);
+            }
+            d
         })
         .collect();
     let manifest = json!({

@@ -4,6 +4,7 @@
 //! - [`sandbox`]: RUN in namespaces through an OCI runtime bundle (`runc`).
 //! - [`layer`]: snapshot directory → deterministic, compressed layer in the store.
 //! - [`frontend`]: the Dockerfile interpreter (ARG/ENV scoping, stages, steps).
+//! - [`convert`]: rewriting an image's layers as eStargz.
 //! - [`context`]: COPY/ADD planning: sources, `.dockerignore`, content hashes.
 //! - [`cache`]: step cache keys, cached snapshots and layers.
 //! - [`fsops`]: COPY/ADD file operations inside a step's root.
@@ -15,6 +16,7 @@
 
 pub mod cache;
 pub mod context;
+pub mod convert;
 pub mod frontend;
 pub mod fsops;
 pub mod image;

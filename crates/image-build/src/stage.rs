@@ -239,6 +239,7 @@ impl Builder {
             diff_id: blob.diff_id.clone(),
             media_type: media_type.to_string(),
             created: self.opts.created.clone(),
+            annotations: blob.annotations.clone(),
         };
         let snapshot = self.cache.put(&key, &upper, &entry)?;
         let _ = std::fs::remove_dir_all(&tmp);

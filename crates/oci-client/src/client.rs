@@ -667,6 +667,92 @@ impl RegistryClient {
         Ok(())
     }
 
+    /// Fetch byte ranges (`(offset, length)`, sorted, non-overlapping) of a blob in one
+    /// request: a single range as `206` with `Content-Range`, several as `206
+    /// multipart/byteranges`. Returns the parts as `(offset, bytes)`. A registry that answers
+    /// `200` (ignoring `Range`) gets [`ClientError::RangeIgnored`]; one that refuses several
+    /// ranges (`400`/`416`) gets [`ClientError::MultiRangeRefused`], so callers can ask again
+    /// one range at a time.
+    pub async fn get_blob_ranges(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        ranges: &[(u64, u64)],
+    ) -> Result<Vec<(u64, Bytes)>> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let url = self.url(r, &format!("blobs/{digest}"));
+        let spec = ranges
+            .iter()
+            .map(|(o, l)| format!("{o}-{}", o + l - 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let context = format!("reading ranges of blob {digest}");
+        let scopes = [repo_scope(&r.repository, false)];
+        let resp = self
+            .send(r, &scopes, &context, &|http| {
+                Ok(http
+                    .get(&url)
+                    .header(header::RANGE, format!("bytes={spec}")))
+            })
+            .await?;
+        let status = resp.status();
+        if status == StatusCode::OK {
+            return Err(ClientError::RangeIgnored(digest.to_string()));
+        }
+        if ranges.len() > 1
+            && (status == StatusCode::BAD_REQUEST || status == StatusCode::RANGE_NOT_SATISFIABLE)
+        {
+            return Err(ClientError::MultiRangeRefused(digest.to_string()));
+        }
+        if status != StatusCode::PARTIAL_CONTENT {
+            return Err(status_error(&context, resp).await);
+        }
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let content_range = resp
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let wanted: u64 = ranges.iter().map(|(_, l)| l).sum();
+        let limit = wanted as usize + 4096 + ranges.len() * 512;
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|source| ClientError::Http {
+                context: context.clone(),
+                source,
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(ClientError::Manifest(format!(
+                    "{context}: response larger than the ranges asked for"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let bad = |why: &str| ClientError::Manifest(format!("{context}: {why}"));
+        if let Some(boundary) = content_type
+            .strip_prefix("multipart/byteranges")
+            .and_then(|rest| {
+                rest.split(';')
+                    .find_map(|p| p.trim().strip_prefix("boundary="))
+            })
+        {
+            let boundary = boundary.trim_matches('"');
+            return parse_multipart(&body, boundary)
+                .ok_or_else(|| bad("malformed multipart/byteranges body"));
+        }
+        let cr = content_range.ok_or_else(|| bad("206 without Content-Range"))?;
+        let (start, _) = parse_content_range(&cr).ok_or_else(|| bad("malformed Content-Range"))?;
+        Ok(vec![(start, Bytes::from(body))])
+    }
+
     /// List tags of a repository (all pages).
     pub async fn list_tags(&self, r: &Reference) -> Result<Vec<String>> {
         let mut url = self.url(r, "tags/list");
@@ -696,6 +782,46 @@ impl RegistryClient {
                 None => return Ok(tags),
             }
         }
+    }
+}
+
+/// `bytes START-END/SIZE` → (START, END).
+fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+    let v = v.trim().strip_prefix("bytes")?.trim();
+    let (range, _) = v.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// Split a `multipart/byteranges` body into `(offset, bytes)` parts.
+fn parse_multipart(body: &[u8], boundary: &str) -> Option<Vec<(u64, Bytes)>> {
+    let delim = format!("--{boundary}");
+    let find = |hay: &[u8], needle: &[u8], from: usize| -> Option<usize> {
+        hay.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut parts = Vec::new();
+    let mut pos = find(body, delim.as_bytes(), 0)?;
+    loop {
+        pos += delim.len();
+        if body.get(pos..pos + 2) == Some(b"--") {
+            return Some(parts);
+        }
+        let headers_end = find(body, b"\r\n\r\n", pos)?;
+        let headers = std::str::from_utf8(&body[pos..headers_end]).ok()?;
+        let range = headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-range")
+                .then(|| parse_content_range(v))?
+        })?;
+        let data_start = headers_end + 4;
+        let len = (range.1 - range.0 + 1) as usize;
+        let data = body.get(data_start..data_start + len)?;
+        parts.push((range.0, Bytes::copy_from_slice(data)));
+        pos = find(body, delim.as_bytes(), data_start + len)?;
     }
 }
 
@@ -749,6 +875,21 @@ pub type HttpMethod = Method;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multipart_bodies_split_into_parts() {
+        let body = b"--B\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes 0-1/10\r\n\r\nab\r\n--B\r\nContent-Range: bytes 5-7/10\r\n\r\nfgh\r\n--B--\r\n";
+        let parts = parse_multipart(body, "B").unwrap();
+        assert_eq!(
+            parts,
+            vec![
+                (0, Bytes::from_static(b"ab")),
+                (5, Bytes::from_static(b"fgh"))
+            ]
+        );
+        assert!(parse_multipart(b"--B\r\nContent-Range: bytes 0-9/10\r\n\r\nshort", "B").is_none());
+        assert_eq!(parse_content_range("bytes 100-199/1000"), Some((100, 199)));
+    }
 
     #[test]
     fn loopback_registries_use_http() {

@@ -57,6 +57,14 @@ pub enum ClientError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The registry answered a Range request with the whole blob.
+    #[error(
+        "the registry ignored the Range request for blob {0} (it does not support partial downloads)"
+    )]
+    RangeIgnored(String),
+    /// The registry refused a request for several ranges at once.
+    #[error("the registry refused a multi-range request for blob {0}")]
+    MultiRangeRefused(String),
     /// Credential files or helpers.
     #[error(transparent)]
     Credentials(#[from] crate::credentials::CredentialError),
@@ -76,10 +84,12 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ClientError::Http { source, .. } => {
+                // A body cut off mid-way surfaces as a decode error when reading it.
                 source.is_connect()
                     || source.is_timeout()
                     || source.is_request()
                     || source.is_body()
+                    || source.is_decode()
             }
             ClientError::Status { status, .. } => {
                 *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()

@@ -1,9 +1,7 @@
-//! Harness for hyperbuild's interoperability tests: registries (hyperregistry and CNCF
-//! Distribution) on free loopback ports, the hyperbuild binary with its own store and
-//! credentials file, a busybox image built from /bin/busybox, and the docker / podman /
-//! skopeo programs.
-
-#![allow(dead_code)]
+//! Shared harness of the integration tests: registries (hyperregistry and CNCF
+//! Distribution) on free loopback ports, the workspace's binaries, hyperbuild with its own
+//! store and credentials file, test images, a fault-injecting TCP proxy, and the docker /
+//! podman / skopeo programs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -56,25 +54,32 @@ fn wait_http(url: &str, child: &mut Child, accept_401: bool) {
     }
 }
 
-/// The workspace's target directory holding our binaries.
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_hyperbuild"))
-        .parent()
-        .unwrap()
+/// The directory holding the workspace's binaries (next to the running test executable).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
         .to_path_buf()
 }
 
-/// Path of the hyperregistry binary, built on demand.
-pub fn hyperregistry_bin() -> PathBuf {
-    let p = bin_dir().join("hyperregistry");
+/// Path of a workspace binary, built on demand.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
     if !p.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "hyperregistry"])
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-p", name])
             .status()
             .unwrap();
-        assert!(status.success(), "building hyperregistry");
+        assert!(status.success(), "building {name}");
     }
     p
+}
+
+/// Path of the hyperregistry binary.
+pub fn hyperregistry_bin() -> PathBuf {
+    workspace_bin("hyperregistry")
 }
 
 /// A registry process on a loopback port.
@@ -151,10 +156,18 @@ impl Drop for Registry {
 
 /// hyperbuild with its own store and credentials file.
 pub struct Hb {
+    /// Its directory (store and credentials).
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Hb {
+    fn default() -> Self {
+        Hb::new()
+    }
+}
+
 impl Hb {
+    /// A hyperbuild with a fresh store.
     pub fn new() -> Hb {
         Hb {
             dir: tempfile::tempdir().unwrap(),
@@ -175,7 +188,7 @@ impl Hb {
     }
 
     pub fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hyperbuild"))
+        let mut child = Command::new(workspace_bin("hyperbuild"))
             .arg("--root")
             .arg(self.root())
             .arg("--authfile")
