@@ -359,9 +359,25 @@ pub fn plan_copy(
             let r = r.to_string_lossy();
             (from_context && (req.ignored)(&r)) || excluded(&r)
         };
-        stage_tree(&src, &staged, &skip)?;
+        // Hash what will be copied: the source minus ignored and excluded paths.
+        let skipped = std::cell::Cell::new(0usize);
+        let counting_skip = |p: &Path| -> bool {
+            let s = skip(p);
+            if s {
+                skipped.set(skipped.get() + 1);
+            }
+            s
+        };
         let mut h = sha2::Sha256::new();
-        hash_into(&mut h, &staged, &staged, &|_| false)?;
+        hash_into(&mut h, &src, &src, &counting_skip)?;
+        // Context files are copied from where they are unless some must be left out; other
+        // sources (stage views that are unmounted before the copy) are always staged.
+        let source = if from_context && skipped.get() == 0 {
+            src.clone()
+        } else {
+            stage_tree(&src, &staged, &skip)?;
+            staged
+        };
         let base = Path::new(rel)
             .file_name()
             .map(|f| f.to_string_lossy().to_string())
@@ -382,7 +398,7 @@ pub fn plan_copy(
         };
         key_parts.push(format!("{rel}->{target}:{}", hex(&h.finalize())));
         items.push(CopyItem {
-            source: staged,
+            source,
             dest: target,
             contents,
         });
