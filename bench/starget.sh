@@ -105,6 +105,8 @@ timed() {
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
 }
 quiet() { "$@" >"$TMP/quiet.log" 2>&1 || { tail -n 40 "$TMP/quiet.log" >&2; die "failed: $*"; }; }
+# capture CMD... -> the command's stdout in $TMP/cap.out (stderr shown only if it fails)
+capture() { "$@" >"$TMP/cap.out" 2>"$TMP/cap.err" || { tail -n 40 "$TMP/cap.err" >&2; die "failed: $*"; }; }
 
 log "== registry"
 PORT=$(free_port)
@@ -144,6 +146,7 @@ mkdir -p "$CTX"
 {
     echo "FROM $BASE"
     for l in $(seq 1 "$LAYERS"); do
+        # shellcheck disable=SC2016 # $(seq) and $i are for the RUN step's shell
         printf 'RUN mkdir -p /data/d%s && for i in $(seq 1 %s); do head -c 1048576 /dev/urandom > /data/d%s/f$i.bin; done' \
             "$l" "$FILES_PER_LAYER" "$l"
         # The known file goes into the second layer, among that layer's bulk.
@@ -161,16 +164,16 @@ quiet "$HB" --root "$STORE" -q push "$IMAGE"
 log "built, converted and pushed $IMAGE in $(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')s"
 
 # The pushed image, as the registry has it.
-quiet "$HB" --root "$STORE" inspect --remote "$IMAGE"
+capture "$HB" --root "$STORE" -q inspect --remote "$IMAGE"
 read -r N_LAYERS IMAGE_BYTES < <(python3 -c 'import json,sys
 ls = json.load(open(sys.argv[1]))["Manifest"]["layers"]
-print(len(ls), sum(l["size"] for l in ls))' "$TMP/quiet.log") || die "no Manifest.layers in: $(head -c 2000 "$TMP/quiet.log")"
+print(len(ls), sum(l["size"] for l in ls))' "$TMP/cap.out") || die "no Manifest.layers in: $(head -c 2000 "$TMP/cap.out")"
 log "pushed image: $N_LAYERS layers, $IMAGE_BYTES bytes compressed"
 ((IMAGE_BYTES >= MIN_IMAGE_BYTES)) || die "image is only $IMAGE_BYTES bytes (< $MIN_IMAGE_BYTES); raise BENCH_LAYERS or BENCH_FILES_PER_LAYER"
-quiet "$SG" --no-progress info "$IMAGE"
-not_stargz=$(grep -ci 'sha256:' "$TMP/quiet.log" || true)
-stargz=$(grep -ci 'estargz' "$TMP/quiet.log" || true)
-((stargz >= N_LAYERS)) || { cat "$TMP/quiet.log" >&2; die "starget info: not all $N_LAYERS layers are eStargz ($stargz of $not_stargz)"; }
+# Every layer eStargz: starget info prints one "N  sha256:...  TYPE  SIZE  estargz|-  ..." line per layer.
+capture "$SG" --no-progress info "$IMAGE"
+stargz=$(grep -E '^ *[0-9]+  sha256:' "$TMP/cap.out" | grep -c '  estargz  ' || true)
+((stargz == N_LAYERS)) || { cat "$TMP/cap.out" >&2; die "starget info: $stargz of $N_LAYERS layers are eStargz"; }
 rm -rf "$STORE"
 
 # The expected digest, written at build time inside the image (fetched untimed).
@@ -182,7 +185,8 @@ log "/$TARGET_FILE sha256 $EXPECTED"
 SG_TIME=(); SG_BYTES=(); PULL_TIME=(); PULL_DIGEST=""
 
 run_starget() {
-    local r=$1 t out=$TMP/get-$r line bytes sum
+    local r=$1 t line bytes sum
+    local out=$TMP/get-$r
     rm -rf "$out"
     t=$(timed "$SG" --no-progress get "$IMAGE" "$TARGET_FILE" -o "$out")
     line=$(tail -n 1 "$TMP/last.err")
@@ -198,7 +202,8 @@ run_starget() {
 }
 
 run_pull() {
-    local r=$1 t store=$TMP/pull-store-$r digest
+    local r=$1 t digest
+    local store=$TMP/pull-store-$r
     rm -rf "$store"
     t=$(timed "$HB" --root "$store" -q pull "$IMAGE")
     digest=$(grep -o 'sha256:[0-9a-f]\{64\}' "$TMP/last.out" | tail -n 1) || die "no digest from hyperbuild pull: $(cat "$TMP/last.out")"

@@ -426,30 +426,7 @@ fn multi_stage_example_compiles_in_debian_and_ships_from_scratch() {
     let registry = Registry::hyper();
     let hb = Hb::new();
     let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("debian");
-    let mirror = std::env::var("HYPER_DEBIAN_MIRROR")
-        .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
-    sh(
-        "debootstrap",
-        &[
-            "--variant=minbase",
-            "--include=gcc,libc6-dev",
-            "bookworm",
-            rootfs.to_str().unwrap(),
-            &mirror,
-        ],
-    );
-    let tarball = work.path().join("debian.tar");
-    sh(
-        "tar",
-        &[
-            "-C",
-            rootfs.to_str().unwrap(),
-            "-cf",
-            tarball.to_str().unwrap(),
-            ".",
-        ],
-    );
+    let (_, tarball) = debootstrap_tarball(work.path(), &["gcc", "libc6-dev"]);
     let builder_image = format!("{}/debian-gcc:bookworm", registry.host());
     hb.ok(&["import", tarball.to_str().unwrap(), &builder_image]);
 

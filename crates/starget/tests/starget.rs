@@ -71,29 +71,7 @@ fn one_small_file_from_a_debootstrap_estargz_image_of_over_100_mb() {
     let registry = Registry::hyper();
     let hb = Hb::new();
     let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("debian");
-    let mirror = std::env::var("HYPER_DEBIAN_MIRROR")
-        .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
-    sh(
-        "debootstrap",
-        &[
-            "--variant=minbase",
-            "bookworm",
-            rootfs.to_str().unwrap(),
-            &mirror,
-        ],
-    );
-    let tarball = work.path().join("debian.tar");
-    sh(
-        "tar",
-        &[
-            "-C",
-            rootfs.to_str().unwrap(),
-            "-cf",
-            tarball.to_str().unwrap(),
-            ".",
-        ],
-    );
+    let (rootfs, tarball) = debootstrap_tarball(work.path(), &[]);
     let base = format!("{}/debian:bookworm", registry.host());
     hb.ok(&["import", tarball.to_str().unwrap(), &base]);
     // Incompressible data on top, so the image is over 100 MB even compressed.

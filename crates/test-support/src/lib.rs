@@ -598,3 +598,23 @@ pub fn examples_dir() -> PathBuf {
 pub fn copy_dir(src: &Path, dest: &Path) {
     sh("cp", &["-a", src.to_str().unwrap(), dest.to_str().unwrap()]);
 }
+
+/// Debootstrap a Debian bookworm minbase root filesystem (plus `include` packages) under
+/// `dir` and tar it. The mirror is `HYPER_DEBIAN_MIRROR` or deb.debian.org. Returns the root
+/// filesystem directory and the tarball.
+pub fn debootstrap_tarball(dir: &Path, include: &[&str]) -> (PathBuf, PathBuf) {
+    let rootfs = dir.join("debian");
+    let mirror = std::env::var("HYPER_DEBIAN_MIRROR")
+        .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+    let include = format!("--include={}", include.join(","));
+    let mut args = vec!["--variant=minbase"];
+    if include != "--include=" {
+        args.push(&include);
+    }
+    let root = rootfs.to_str().unwrap().to_string();
+    args.extend(["bookworm", &root, &mirror]);
+    sh("debootstrap", &args);
+    let tarball = dir.join("debian.tar");
+    sh("tar", &["-C", &root, "-cf", tarball.to_str().unwrap(), "."]);
+    (rootfs, tarball)
+}
