@@ -11,6 +11,9 @@ use oci_core::{Descriptor, Digest, ParsedManifest};
 use crate::error::StargetError;
 use crate::view::{FileEntry, Kind, clean};
 
+/// Bytes read from the end of each layer at first: the footer plus, usually, the TOC.
+const TAIL_GUESS: u64 = 64 << 10;
+
 /// A layer and, when it is eStargz, its TOC.
 pub struct Layer {
     /// The manifest's descriptor.
@@ -89,11 +92,17 @@ impl Remote {
             parsed = ParsedManifest::parse(&body, Some(&mt))
                 .map_err(|e| StargetError::Corrupt(format!("{r}: {e}")))?;
         }
-        let mut layers = Vec::new();
-        for desc in parsed.layers {
-            let files = self.read_toc(r, &desc, verify).await?;
-            layers.push(Layer { desc, files });
-        }
+        // Every layer's TOC, all at once.
+        let tocs = futures::future::try_join_all(
+            parsed.layers.iter().map(|d| self.read_toc(r, d, verify)),
+        )
+        .await?;
+        let layers = parsed
+            .layers
+            .into_iter()
+            .zip(tocs)
+            .map(|(desc, files)| Layer { desc, files })
+            .collect();
         let reference = r.clone();
         Ok(Image {
             reference,
@@ -113,12 +122,21 @@ impl Remote {
         if size < estargz::FOOTER_SIZE {
             return Ok(None);
         }
-        let tail_start = size - estargz::FOOTER_SIZE;
+        // One request for the end of the blob: the footer, and usually the whole TOC member
+        // with it (a second request fetches a TOC larger than TAIL_GUESS).
+        let guess = size.min(TAIL_GUESS);
         let tail = self
-            .ranges(r, &desc.digest, &[(tail_start, estargz::FOOTER_SIZE)])
+            .ranges(r, &desc.digest, &[(size - guess, guess)])
             .await?;
         let tail = tail.first().map(|(_, b)| b.clone()).unwrap_or_default();
-        let Ok(footer) = estargz::parse_footer(&tail) else {
+        if (tail.len() as u64) < estargz::FOOTER_SIZE {
+            return Err(StargetError::Corrupt(format!(
+                "layer {}: short read of its last bytes",
+                desc.digest
+            )));
+        }
+        let Ok(footer) = estargz::parse_footer(&tail[tail.len() - estargz::FOOTER_SIZE as usize..])
+        else {
             return Ok(None);
         };
         if footer.toc_offset >= size {
@@ -127,15 +145,18 @@ impl Remote {
                 desc.digest
             )));
         }
-        // The TOC member and the footer: everything read_toc needs, in one range.
-        let region = self
-            .ranges(
-                r,
-                &desc.digest,
-                &[(footer.toc_offset, size - footer.toc_offset)],
-            )
-            .await?;
-        let region = region.first().map(|(_, b)| b.clone()).unwrap_or_default();
+        let region = if footer.toc_offset >= size - guess {
+            tail.slice((footer.toc_offset - (size - guess)) as usize..)
+        } else {
+            let fetched = self
+                .ranges(
+                    r,
+                    &desc.digest,
+                    &[(footer.toc_offset, size - footer.toc_offset)],
+                )
+                .await?;
+            fetched.first().map(|(_, b)| b.clone()).unwrap_or_default()
+        };
         let src = Slice {
             base: footer.toc_offset,
             bytes: &region,
