@@ -301,11 +301,12 @@ RUN echo one > /one.txt
 FROM ${{BASE}} AS two
 ARG WHO=nobody
 RUN echo "two for $WHO" > /two.txt
+RUN --mount=type=bind,from=one,source=/,target=/from-one cat /from-one/one.txt > /two-saw-one.txt
 FROM ${{BASE}} AS unused
 RUN exit 42
 FROM scratch AS final
 COPY --from=one /one.txt /
-COPY --from=two /two.txt /
+COPY --from=two /two.txt /two-saw-one.txt /
 COPY input.txt /copied/
 "#
         ),
@@ -337,6 +338,11 @@ COPY input.txt /copied/
         "two for tests\n"
     );
     assert_eq!(
+        std::fs::read_to_string(rootfs.join("two-saw-one.txt")).unwrap(),
+        "one\n",
+        "RUN --mount=type=bind,from=one"
+    );
+    assert_eq!(
         std::fs::read_to_string(rootfs.join("copied/input.txt")).unwrap(),
         "input\n"
     );
@@ -355,7 +361,7 @@ COPY input.txt /copied/
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("Dockerfile:8: RUN exit 42") && err.contains("exit code: 42"),
+        err.contains("Dockerfile:9: RUN exit 42") && err.contains("exit code: 42"),
         "{err}"
     );
 

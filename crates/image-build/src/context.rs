@@ -161,7 +161,7 @@ fn hash_into(
 
 /// Copy `src` into `dest` for staging: hard links for files where possible, skipping what
 /// `skip` says (paths relative to `rel_base`).
-fn stage_tree(src: &Path, dest: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<()> {
+pub(crate) fn stage_tree(src: &Path, dest: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<()> {
     let meta = std::fs::symlink_metadata(src).map_err(|e| BuildError::io(src, e))?;
     if meta.is_dir() {
         std::fs::create_dir_all(dest).map_err(|e| BuildError::io(dest, e))?;

@@ -715,6 +715,7 @@ fn build_stage(
                 let mut binds = Vec::new();
                 let mut tmpfs = Vec::new();
                 let mut mount_keys = Vec::new();
+                let mut scratch_dirs: Vec<PathBuf> = Vec::new();
                 for m in &r.mounts {
                     let m = if m.needs_expansion {
                         dockerfile::Mount::parse_expanded(&m.spec, &|w: &str| expand(w, &vars, esc))
@@ -756,10 +757,54 @@ fn build_stage(
                         MountType::Bind => {
                             let target = target.ok_or_else(|| err(&"bind mount needs a target"))?;
                             let source = m.source.clone().unwrap_or_else(|| "/".into());
-                            if m.from.is_some() {
-                                return Err(err(
-                                    &"RUN --mount=type=bind,from= is not supported yet; COPY --from the stage instead",
+                            if let Some(from) = &m.from {
+                                // From another stage (its root, staged since the view is
+                                // unmounted afterwards) or an image (its unpacked root).
+                                let staged = builder.cache.tmp_dir("bind-from");
+                                scratch_dirs.push(staged.clone());
+                                let src = if let Some(idx) = stage_ref(from, ds.index) {
+                                    let other =
+                                        done.lock().expect("lock").get(&idx).cloned().ok_or_else(
+                                            || err(&format!("stage {from} is not built")),
+                                        )?;
+                                    builder
+                                        .with_root(&other, from, |root| {
+                                            let inner = crate::fsops::resolve_in_root(
+                                                root,
+                                                &crate::fsops::clean_in_root(&source),
+                                            )?;
+                                            context::stage_tree(&inner, &staged, &|_| false)?;
+                                            Ok(staged.clone())
+                                        })
+                                        .map_err(|e| err(&e))?
+                                } else {
+                                    let desc = (req.resolve_image)(from).map_err(|e| err(&e))?;
+                                    let image =
+                                        Image::load(&builder.store, &desc).map_err(|e| err(&e))?;
+                                    let root = crate::rootfs::base_rootfs(
+                                        &builder.store,
+                                        &image,
+                                        &builder.rootfs_dir,
+                                    )
+                                    .map_err(|e| err(&e))?
+                                    .ok_or_else(|| err(&format!("image {from} has no layers")))?;
+                                    crate::fsops::resolve_in_root(
+                                        &root,
+                                        &crate::fsops::clean_in_root(&source),
+                                    )
+                                    .map_err(|e| err(&e))?
+                                };
+                                mount_keys.push(format!(
+                                    "bind-from {from} {target} {}",
+                                    context::hash_tree(&src, &|_| false, &src)
+                                        .map_err(|e| err(&e))?
                                 ));
+                                binds.push(Bind {
+                                    source: src,
+                                    target,
+                                    readonly: true,
+                                });
+                                continue;
                             }
                             let src = context::context_path(&req.context, &source)
                                 .map_err(|e| err(&e))?;
@@ -853,7 +898,11 @@ fn build_stage(
                     binds,
                     tmpfs,
                 };
-                match builder.run(&mut st, &desc, &created_by, &p) {
+                let outcome = builder.run(&mut st, &desc, &created_by, &p);
+                for d in scratch_dirs {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+                match outcome {
                     Ok(true) => echo(&format!("{step} CACHED")),
                     Ok(false) => {}
                     Err(RunError::Failed(f)) => {
