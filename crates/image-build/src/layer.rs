@@ -97,7 +97,7 @@ impl<W: Write> Write for HashWriter<W> {
 
 enum Encoder<W: Write> {
     None(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(crate::pgzip::ParallelGzip<W>),
     Zstd(zstd::Encoder<'static, W>),
 }
 
@@ -154,9 +154,10 @@ impl LayerWriter {
         };
         let encoder = match compression {
             Compression::None => Encoder::None(compressed),
-            Compression::Gzip => Encoder::Gzip(
-                flate2::GzBuilder::new().write(compressed, flate2::Compression::fast()),
-            ),
+            Compression::Gzip => Encoder::Gzip(crate::pgzip::ParallelGzip::new(
+                compressed,
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
             Compression::Estargz => {
                 return Err(BuildError::Invalid(
                     "eStargz layers are written by write_estargz".into(),

@@ -8,6 +8,7 @@
 //! - [`context`]: COPY/ADD planning: sources, `.dockerignore`, content hashes.
 //! - [`cache`]: step cache keys, cached snapshots and layers.
 //! - [`fsops`]: COPY/ADD file operations inside a step's root.
+//! - [`pgzip`]: gzip compressed on several threads (one member per block).
 //! - [`image`]: image configs and manifests (OCI or Docker media types).
 //! - [`import`]: a base image from a root filesystem tarball.
 //! - [`stage`]: executing a stage's steps with the cache.
@@ -23,6 +24,7 @@ pub mod image;
 pub mod import;
 pub mod layer;
 pub mod overlay;
+pub mod pgzip;
 pub mod rootfs;
 pub mod sandbox;
 pub mod stage;
