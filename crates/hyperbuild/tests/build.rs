@@ -579,3 +579,88 @@ fn onbuild_labels_iidfile_network_and_prune() {
         "nothing cached after prune:\n{log}"
     );
 }
+
+/// COPY --link and heredocs; ADD of a local tarball (extracted) and of a URL with --checksum.
+#[test]
+fn copy_link_heredoc_add_archive_and_url() {
+    if !tools(&["runc", "busybox", "tar"]) {
+        return;
+    }
+    let (registry, hb, base) = setup();
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("tree/sub")).unwrap();
+    std::fs::write(ctx.join("tree/sub/file.txt"), "in the archive\n").unwrap();
+    sh(
+        "tar",
+        &[
+            "-C",
+            ctx.join("tree").to_str().unwrap(),
+            "-czf",
+            ctx.join("bundle.tar.gz").to_str().unwrap(),
+            ".",
+        ],
+    );
+    std::fs::write(ctx.join("linked.txt"), "linked\n").unwrap();
+    // A URL to fetch: a blob in the test registry.
+    let payload = b"downloaded by ADD\n";
+    let digest = oci_core::Digest::sha256_of(payload);
+    let client = reqwest::blocking::Client::new();
+    let r = client
+        .post(format!(
+            "http://{}/v2/files/blobs/uploads/?digest={digest}",
+            registry.host()
+        ))
+        .body(payload.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let url = format!("http://{}/v2/files/blobs/{digest}", registry.host());
+    let dockerfile = format!(
+        "FROM {base}\nRUN mkdir -p /opt/app && ln -s /opt/app /app\nCOPY --link linked.txt /linked/\nCOPY <<EOF /etc/from-heredoc.conf\ngreeting=hello\nEOF\nADD bundle.tar.gz /unpacked/\nADD --checksum={digest} {url} /downloads/payload.txt\n"
+    );
+    std::fs::write(ctx.join("Dockerfile"), &dockerfile).unwrap();
+    build(&hb, &["-c", ctx.to_str().unwrap(), "-i", "adds:1"]);
+    let rootfs = work.path().join("rootfs");
+    hb.ok(&["unpack", "adds:1", rootfs.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("linked/linked.txt")).unwrap(),
+        "linked\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/from-heredoc.conf")).unwrap(),
+        "greeting=hello\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("unpacked/sub/file.txt")).unwrap(),
+        "in the archive\n"
+    );
+    assert_eq!(
+        std::fs::read(rootfs.join("downloads/payload.txt")).unwrap(),
+        payload
+    );
+    // The --link layer holds only what it copied: no parent directories of earlier layers.
+    let info: serde_json::Value = serde_json::from_str(&hb.ok(&["inspect", "adds:1"])).unwrap();
+    assert_eq!(info["Manifest"]["layers"].as_array().unwrap().len(), 6);
+
+    // A wrong checksum stops the build.
+    let wrong = oci_core::Digest::sha256_of(b"something else");
+    std::fs::write(
+        ctx.join("Bad.Dockerfile"),
+        format!("FROM {base}\nADD --checksum={wrong} {url} /x\n"),
+    )
+    .unwrap();
+    let out = hb.run(&[
+        "build",
+        "-c",
+        ctx.to_str().unwrap(),
+        "-f",
+        ctx.join("Bad.Dockerfile").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

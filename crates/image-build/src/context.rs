@@ -43,6 +43,8 @@ pub struct CopySpec<'a> {
     pub parents: bool,
     /// ADD `--checksum`.
     pub checksum: Option<&'a str>,
+    /// `--link`.
+    pub link: bool,
 }
 
 /// A planned COPY/ADD.
@@ -592,6 +594,7 @@ pub fn plan_copy(
             chown,
             chmod,
             extract,
+            link: spec.link,
         },
         key,
         shown,

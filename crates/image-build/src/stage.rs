@@ -115,6 +115,8 @@ pub struct CopyParams {
     pub chmod: Option<u32>,
     /// Tarballs to extract at a destination (ADD of a local archive).
     pub extract: Vec<(PathBuf, String)>,
+    /// `--link`: the layer is made on an empty root, independent of the layers below.
+    pub link: bool,
 }
 
 /// Why a step failed, with what the user needs to see.
@@ -184,11 +186,29 @@ impl Builder {
         created_by: &str,
         action: impl FnOnce(&Path, &Path, &Path) -> Result<()>,
     ) -> Result<bool> {
+        self.layered_with(st, desc, created_by, false, action)
+    }
+
+    /// [`layered`](Self::layered); an `independent` step (`COPY --link`) sees an empty root,
+    /// so its layer and its cache entry do not depend on the layers below it.
+    fn layered_with(
+        &self,
+        st: &mut Stage,
+        desc: &str,
+        created_by: &str,
+        independent: bool,
+        action: impl FnOnce(&Path, &Path, &Path) -> Result<()>,
+    ) -> Result<bool> {
         // The layer's bytes depend on the compression too.
-        let key = chain(
-            &st.key,
-            &format!("{desc} compression={:?}", self.opts.compression),
-        );
+        let step = format!("{desc} compression={:?}", self.opts.compression);
+        let (key, next_key) = if independent {
+            let key = chain(&Digest::sha256_of(b"independent layer"), &step);
+            let next = chain(&st.key, &format!("link {key}"));
+            (key, next)
+        } else {
+            let key = chain(&st.key, &step);
+            (key.clone(), key)
+        };
         let media_type = match self.opts.format {
             Format::Oci => self.opts.compression.oci_media_type(),
             Format::Docker => self
@@ -206,19 +226,19 @@ impl Builder {
             }
             let h = self.history(&st.last_created, created_by, false);
             st.image.push_layer(&hit.blob(), &hit.media_type, h);
-            st.key = key;
+            st.key = next_key;
             st.cached += 1;
             return Ok(true);
         }
         let tmp = self.cache.tmp_dir(key.hex());
         let _ = std::fs::remove_dir_all(&tmp);
         let upper = tmp.join("upper");
-        let overlay = Overlay::mount(
-            &st.lower_stack(),
-            &upper,
-            &tmp.join("work"),
-            &tmp.join("merged"),
-        )?;
+        let lowers = if independent {
+            Vec::new()
+        } else {
+            st.lower_stack()
+        };
+        let overlay = Overlay::mount(&lowers, &upper, &tmp.join("work"), &tmp.join("merged"))?;
         let result = action(overlay.path(), &upper, &tmp);
         overlay.unmount()?;
         if let Err(e) = result {
@@ -247,7 +267,7 @@ impl Builder {
         st.last_created = self.opts.created.clone();
         let h = self.history(&st.last_created, created_by, false);
         st.image.push_layer(&blob, media_type, h);
-        st.key = key;
+        st.key = next_key;
         st.executed += 1;
         Ok(false)
     }
@@ -364,13 +384,22 @@ impl Builder {
         created_by: &str,
         p: &CopyParams,
     ) -> Result<bool> {
-        self.layered(st, desc, created_by, |merged, _upper, _tmp| {
-            let owner = match &p.chown {
-                Some(spec) => {
+        // A --link layer sees an empty root: user names are looked up in the stage's root.
+        let owner = match (&p.chown, p.link) {
+            (Some(spec), true) => {
+                let ids = self.with_root(st, "chown", |root| users::resolve(root, spec))?;
+                Some((ids.uid, ids.gid))
+            }
+            _ => None,
+        };
+        self.layered_with(st, desc, created_by, p.link, |merged, _upper, _tmp| {
+            let owner = match (&p.chown, owner) {
+                (_, Some(ids)) => Some(ids),
+                (Some(spec), None) => {
                     let ids = users::resolve(merged, spec)?;
                     Some((ids.uid, ids.gid))
                 }
-                None => None,
+                (None, None) => None,
             };
             let attrs = Attrs {
                 owner,
