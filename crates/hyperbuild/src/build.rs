@@ -155,6 +155,7 @@ pub async fn build(ctx: &Ctx, args: &BuildArgs) -> anyhow::Result<()> {
                     };
                     let pulled = runtime
                         .block_on(crate::commands::pull(&pull_ctx, image, None, &t))
+                        .map(|(name, _)| name)
                         .map_err(|e| format!("{e:#}"))?;
                     store
                         .resolve(&pulled)

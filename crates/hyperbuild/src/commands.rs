@@ -156,9 +156,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             image,
             platform,
             transfer,
-        } => pull(&ctx, &image, platform.as_deref(), &transfer)
-            .await
-            .map(|_| ()),
+        } => {
+            let (_, digest) = pull(&ctx, &image, platform.as_deref(), &transfer).await?;
+            println!("{digest}");
+            Ok(())
+        }
         Command::Login {
             registry,
             username,
@@ -367,7 +369,7 @@ pub(crate) async fn pull(
     image: &str,
     platform: Option<&str>,
     t: &TransferArgs,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, oci_core::Digest)> {
     let r = parse_ref(image)?;
     let platform = match platform {
         Some(p) => p.parse::<Platform>().map_err(anyhow::Error::msg)?,
@@ -394,8 +396,7 @@ pub(crate) async fn pull(
             started.elapsed().as_secs_f64()
         );
     }
-    println!("{}", pulled.manifest.digest);
-    Ok(pulled.name)
+    Ok((pulled.name, pulled.manifest.digest))
 }
 
 async fn login(
@@ -672,7 +673,7 @@ async fn unpack(ctx: &Ctx, image: &str, dir: &Path) -> anyhow::Result<()> {
                 concurrency: 4,
                 retries: 3,
             };
-            let name = pull(ctx, image, None, &t).await?;
+            let (name, _) = pull(ctx, image, None, &t).await?;
             ctx.store
                 .resolve(&name)?
                 .context("image vanished after pull")?

@@ -116,7 +116,9 @@ fn cache_mounts_example_with_secret_tmpfs_and_heredoc() {
     if !tools(&["docker", "dockerd", "runc", "busybox"]) {
         return;
     }
-    let (registry, hb, base) = setup();
+    let (registry, _importer, base) = setup();
+    // A fresh store without the base image: FROM pulls it from the registry.
+    let hb = Hb::new();
     let work = tempfile::tempdir().unwrap();
     let secret = work.path().join("token");
     std::fs::write(&secret, "s3cr3t-value\n").unwrap();
@@ -134,7 +136,11 @@ fn cache_mounts_example_with_secret_tmpfs_and_heredoc() {
         "-i",
         &image,
     ];
-    build(&hb, &args);
+    let (_, log) = build(&hb, &args);
+    assert!(
+        log.contains(&format!("Pulled {base}")),
+        "FROM pulled the base image:\n{log}"
+    );
     build(&hb, &[&args[..], &["--no-cache", "--push"]].concat());
     ensure_dockerd();
     sh("docker", &["pull", "-q", &image]);
