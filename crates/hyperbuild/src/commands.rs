@@ -113,7 +113,10 @@ pub(crate) fn local_name(s: &str) -> anyhow::Result<String> {
 
 /// Run the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let root = cli.root.clone().unwrap_or_else(default_root);
+    // Absolute: build steps hand paths under the store to runc, which resolves relative
+    // paths against its bundle directory.
+    let root = std::path::absolute(cli.root.clone().unwrap_or_else(default_root))
+        .context("resolving the store directory")?;
     let store = Arc::new(
         ImageStore::open(&root)
             .with_context(|| format!("opening the image store at {}", root.display()))?,

@@ -130,7 +130,7 @@ fn spec_json(spec: &RunSpec, hosts: &Path, resolv: &Path) -> serde_json::Value {
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 20000u64, "soft": 20000u64}],
             "noNewPrivileges": false
         },
-        "root": {"path": spec.rootfs, "readonly": false},
+        "root": {"path": std::path::absolute(&spec.rootfs).unwrap_or_else(|_| spec.rootfs.clone()), "readonly": false},
         "hostname": "hyperbuild",
         "mounts": mounts,
         "linux": {

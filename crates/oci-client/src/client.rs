@@ -69,7 +69,10 @@ enum Auth {
 /// A registry client, cheap to clone and safe to share between tasks.
 #[derive(Clone)]
 pub struct RegistryClient {
-    http: reqwest::Client,
+    /// For `http://` registries: no TLS roots loaded (loading them costs a cold start).
+    plain: reqwest::Client,
+    /// For `https://`: built on first use, with the platform's roots.
+    tls: Arc<std::sync::OnceLock<reqwest::Client>>,
     cfg: Arc<ClientConfig>,
     /// Authorization per (registry, scopes).
     auth: Arc<parking_lot::Mutex<HashMap<(String, String), Auth>>>,
@@ -126,19 +129,42 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 impl RegistryClient {
     /// A client with the given configuration.
     pub fn new(cfg: ClientConfig) -> Result<RegistryClient> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("hyper-oci-client/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(cfg.connect_timeout)
+        let plain = Self::builder(&cfg)
+            .tls_certs_only(std::iter::empty())
             .build()
             .map_err(|source| ClientError::Http {
                 context: "creating the HTTP client".into(),
                 source,
             })?;
         Ok(RegistryClient {
-            http,
+            plain,
+            tls: Arc::new(std::sync::OnceLock::new()),
             cfg: Arc::new(cfg),
             auth: Arc::new(parking_lot::Mutex::new(HashMap::new())),
         })
+    }
+
+    fn builder(cfg: &ClientConfig) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .user_agent(concat!("hyper-oci-client/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(cfg.connect_timeout)
+    }
+
+    /// The HTTP client for a URL: TLS with the platform's roots for `https://`.
+    fn http_for(&self, url: &str) -> Result<&reqwest::Client> {
+        if !url.starts_with("https://") {
+            return Ok(&self.plain);
+        }
+        if let Some(c) = self.tls.get() {
+            return Ok(c);
+        }
+        let built = Self::builder(&self.cfg)
+            .build()
+            .map_err(|source| ClientError::Http {
+                context: "creating the HTTPS client".into(),
+                source,
+            })?;
+        Ok(self.tls.get_or_init(|| built))
     }
 
     /// The configuration in use.
@@ -213,7 +239,7 @@ impl RegistryClient {
                 for s in &all_scopes {
                     form.append_pair("scope", s);
                 }
-                self.http
+                self.http_for(realm)?
                     .post(realm)
                     .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                     .body(form.finish())
@@ -225,7 +251,9 @@ impl RegistryClient {
                     query.append_pair("scope", s);
                 }
                 let sep = if realm.contains('?') { '&' } else { '?' };
-                let mut rb = self.http.get(format!("{realm}{sep}{}", query.finish()));
+                let mut rb = self
+                    .http_for(realm)?
+                    .get(format!("{realm}{sep}{}", query.finish()));
                 if let Some(Credential::Basic { username, password }) = other {
                     rb = rb.header(header::AUTHORIZATION, basic_header(username, password));
                 }
@@ -282,7 +310,7 @@ impl RegistryClient {
         let mut attempt = 0u32;
         let mut reauthenticated = false;
         loop {
-            let mut rb = build(&self.http)?;
+            let mut rb = build(self.http_for(&self.base_url(reference))?)?;
             if let Some(auth) = self.auth.lock().get(&key).cloned() {
                 rb = rb.header(
                     header::AUTHORIZATION,

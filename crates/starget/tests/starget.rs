@@ -174,6 +174,18 @@ fn get_files_dirs_and_patterns_and_non_estargz_layers_fail_clearly() {
         "the 12 MB file was not fetched: {moved}"
     );
 
+    // --long listing, and one layer only.
+    let (long, _) = ok(starget(&["ls", "--long", &image, "small.txt"]));
+    assert!(
+        long.contains("644") && long.contains("small.txt") && long.contains(" 6 "),
+        "{long}"
+    );
+    let (layer0, _) = ok(starget(&["ls", "--layer", "0", &image]));
+    assert!(
+        layer0.contains("bin/busybox") && !layer0.contains("small.txt"),
+        "{layer0}"
+    );
+
     // Everything.
     let all = tempfile::tempdir().unwrap();
     ok(starget(&[
@@ -284,6 +296,27 @@ fn wrong_credentials_are_refused() {
         "bin/busybox",
     ]));
     assert_eq!(listing.trim(), "bin/busybox");
+    // The same credentials from the configuration file.
+    let cfg = hb.dir.path().join("starget.yaml");
+    std::fs::write(
+        &cfg,
+        format!("concurrency: 2\nmax_retries: 1\nregistries:\n  \"{}\":\n    username: bob\n    password: right\n", registry.host()),
+    )
+    .unwrap();
+    let (listing, _) = ok(starget(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "ls",
+        &image,
+        "bin/busybox",
+    ]));
+    assert_eq!(listing.trim(), "bin/busybox");
+    let out = starget(&["--config", "/nonexistent/starget.yaml", "info", &image]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing explicit config file is a usage error"
+    );
 }
 
 #[test]
