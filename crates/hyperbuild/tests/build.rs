@@ -105,6 +105,26 @@ fn single_stage_example_runs_in_docker_and_podman_and_rebuilds_from_cache() {
     sh("touch", &[ctx.join("greet.sh").to_str().unwrap()]);
     let (_, log) = build(&hb, &args);
     assert!(log.contains("0 step(s) run, 3 cached"), "{log}");
+    // The documented short form builds too (here from the cache).
+    let out = hb.run(&[
+        "-c",
+        ctx.to_str().unwrap(),
+        "-f",
+        ctx.join("Dockerfile").to_str().unwrap(),
+        "--build-arg",
+        &base_arg,
+        "-i",
+        "short-form:1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        id3.as_str().trim_end_matches('\n')
+    );
     // --no-cache runs everything.
     let (_, log) = build(&hb, &[&args[..], &["--no-cache"]].concat());
     assert!(log.contains("3 step(s) run, 0 cached"), "{log}");
