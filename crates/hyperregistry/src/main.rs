@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use registry_api::AppState;
-use registry_meta::SqliteMeta;
-use registry_storage::FsBlobStore;
+use registry_meta::{MetaStore, SqliteMeta};
+use registry_storage::{BlobStore, FsBlobStore};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
@@ -82,6 +82,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .await
             .context("opening the metadata database")?,
     );
+    // Upload files without a session row belong to monolithic uploads that a crash cut
+    // short (they never get one): nothing can finish them.
+    let mut orphans = 0;
+    for id in blobs.upload_ids().context("listing upload sessions")? {
+        if meta.upload_repo(&id).await?.is_none() {
+            blobs.cancel_upload(&id).await?;
+            orphans += 1;
+        }
+    }
+    if orphans > 0 {
+        tracing::info!(orphans, "removed data of interrupted monolithic uploads");
+    }
     let state = AppState::new(Arc::new(blobs), meta.clone(), cfg.policy());
     let listener = tokio::net::TcpListener::bind(&cfg.http.addr)
         .await

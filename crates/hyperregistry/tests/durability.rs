@@ -160,6 +160,11 @@ async fn kill_9_mid_monolithic_upload_leaves_no_blob() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(count_files(&s.root().join("blobs")), 0);
+    assert_eq!(
+        count_files(&s.root().join("uploads")),
+        0,
+        "the interrupted upload's data is removed at start"
+    );
     // The same push afterwards succeeds.
     s.push_blob("mono", &data).await;
     assert_all_blobs_match_names(&s.root());

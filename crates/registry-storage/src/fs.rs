@@ -67,6 +67,18 @@ impl FsBlobStore {
         })
     }
 
+    /// Ids of the upload sessions that have data on disk.
+    pub fn upload_ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("uploads"))? {
+            if let Some(name) = entry?.file_name().to_str() {
+                ids.push(name.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
     /// Refuse uploads larger than `max` bytes.
     pub fn with_max_upload(mut self, max: Option<u64>) -> FsBlobStore {
         self.max_upload = max;
