@@ -290,13 +290,7 @@ fn platform_args(p: &(String, String, Option<String>)) -> BTreeMap<String, Strin
 }
 
 fn labels_of(image: &mut Image) -> &mut serde_json::Map<String, Value> {
-    let rt = image.runtime();
-    if !rt.get("Labels").is_some_and(Value::is_object) {
-        rt.insert("Labels".into(), json!({}));
-    }
-    rt.get_mut("Labels")
-        .and_then(Value::as_object_mut)
-        .expect("object")
+    image.runtime_map("Labels")
 }
 
 fn env_map(image: &Image) -> BTreeMap<String, String> {
@@ -523,14 +517,7 @@ fn build_stage(
                 let shown = format!("EXPOSE {}", ports.join(" "));
                 echo(&format!("{step} {shown}"));
                 builder.metadata(&mut st, &shown, &shown, |img| {
-                    let rt = img.runtime();
-                    if !rt.get("ExposedPorts").is_some_and(Value::is_object) {
-                        rt.insert("ExposedPorts".into(), json!({}));
-                    }
-                    let m = rt
-                        .get_mut("ExposedPorts")
-                        .and_then(Value::as_object_mut)
-                        .expect("object");
+                    let m = img.runtime_map("ExposedPorts");
                     for p in &ports {
                         m.insert(p.clone(), json!({}));
                     }
@@ -544,14 +531,7 @@ fn build_stage(
                 let shown = format!("VOLUME {vols:?}");
                 echo(&format!("{step} {shown}"));
                 builder.metadata(&mut st, &shown, &shown, |img| {
-                    let rt = img.runtime();
-                    if !rt.get("Volumes").is_some_and(Value::is_object) {
-                        rt.insert("Volumes".into(), json!({}));
-                    }
-                    let m = rt
-                        .get_mut("Volumes")
-                        .and_then(Value::as_object_mut)
-                        .expect("object");
+                    let m = img.runtime_map("Volumes");
                     for v in &vols {
                         m.insert(v.clone(), json!({}));
                     }

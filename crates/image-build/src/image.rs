@@ -77,6 +77,18 @@ impl Image {
         self.config["config"].as_object_mut().expect("object")
     }
 
+    /// An object-valued field of the runtime config (`Labels`, `ExposedPorts`, `Volumes`),
+    /// created empty if absent.
+    pub fn runtime_map(&mut self, key: &str) -> &mut serde_json::Map<String, Value> {
+        let rt = self.runtime();
+        if !rt.get(key).is_some_and(Value::is_object) {
+            rt.insert(key.into(), json!({}));
+        }
+        rt.get_mut(key)
+            .and_then(Value::as_object_mut)
+            .expect("object")
+    }
+
     /// `Env` as `KEY=value` strings.
     pub fn env(&self) -> Vec<String> {
         self.config
