@@ -34,20 +34,10 @@ fn transferred(stderr: &str) -> (u64, u64) {
     (num(" bytes), from"), num(" bytes)\n"))
 }
 
-/// A busybox image, eStargz-converted, in a fresh registry: (registry, image name).
-fn busybox_estargz(hb: &Hb) -> (Registry, String) {
-    let registry = Registry::hyper();
-    let tar = busybox_rootfs_tar(hb.dir.path());
-    let plain = format!("{}/bb/plain:1", registry.host());
-    hb.ok(&["import", tar.to_str().unwrap(), &plain]);
-    let ctx = hb.dir.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM {plain}\nRUN head -c 12000000 /dev/urandom > /big.bin && echo small > /small.txt\n"),
-    )
-    .unwrap();
-    let image = format!("{}/bb/stargz:1", registry.host());
+/// Build `dockerfile` in `ctx` with eStargz layers, convert the base layers too, push as `image`.
+fn build_estargz(hb: &Hb, ctx: &std::path::Path, dockerfile: &str, image: &str) {
+    std::fs::create_dir_all(ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
     hb.ok(&[
         "build",
         "-c",
@@ -57,8 +47,25 @@ fn busybox_estargz(hb: &Hb) -> (Registry, String) {
         "-i",
         "tmp-built:1",
     ]);
-    hb.ok(&["convert", "--estargz", "tmp-built:1", &image]);
-    hb.ok(&["push", &image]);
+    hb.ok(&["convert", "--estargz", "tmp-built:1", image]);
+    hb.ok(&["push", image]);
+}
+
+/// A busybox image, eStargz-converted, in a fresh registry: (registry, image name).
+fn busybox_estargz(hb: &Hb) -> (Registry, String) {
+    let registry = Registry::hyper();
+    let tar = busybox_rootfs_tar(hb.dir.path());
+    let plain = format!("{}/bb/plain:1", registry.host());
+    hb.ok(&["import", tar.to_str().unwrap(), &plain]);
+    let image = format!("{}/bb/stargz:1", registry.host());
+    build_estargz(
+        hb,
+        &hb.dir.path().join("ctx"),
+        &format!(
+            "FROM {plain}\nRUN head -c 12000000 /dev/urandom > /big.bin && echo small > /small.txt\n"
+        ),
+        &image,
+    );
     hb.ok(&["push", &plain]);
     (registry, image)
 }
@@ -75,25 +82,13 @@ fn one_small_file_from_a_debootstrap_estargz_image_of_over_100_mb() {
     let base = format!("{}/debian:bookworm", registry.host());
     hb.ok(&["import", tarball.to_str().unwrap(), &base]);
     // Incompressible data on top, so the image is over 100 MB even compressed.
-    let ctx = work.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM {base}\nRUN head -c 80000000 /dev/urandom > /opt/data.bin\n"),
-    )
-    .unwrap();
     let image = format!("{}/debian/stargz:1", registry.host());
-    hb.ok(&[
-        "build",
-        "-c",
-        ctx.to_str().unwrap(),
-        "--compression",
-        "estargz",
-        "-i",
-        "debian-built:1",
-    ]);
-    hb.ok(&["convert", "--estargz", "debian-built:1", &image]);
-    hb.ok(&["push", &image]);
+    build_estargz(
+        &hb,
+        &work.path().join("ctx"),
+        &format!("FROM {base}\nRUN head -c 80000000 /dev/urandom > /opt/data.bin\n"),
+        &image,
+    );
     let info: serde_json::Value = serde_json::from_str(&hb.ok(&["inspect", &image])).unwrap();
     let total: u64 = info["Manifest"]["layers"]
         .as_array()

@@ -250,7 +250,10 @@ pub fn podman(args: &[&str]) -> String {
 }
 
 /// Flags `podman run` needs here.
-pub const PODMAN_RUN: [&str; 6] = [
+/// (`--tls-verify=false`: when concurrent podman processes race on the vfs store, `run`
+/// may pull the image again, and the test registries speak plain HTTP.)
+pub const PODMAN_RUN: [&str; 7] = [
+    "--tls-verify=false",
     "--network",
     "none",
     "--ulimit",
