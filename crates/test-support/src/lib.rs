@@ -3,6 +3,8 @@
 //! store and credentials file, test images, a fault-injecting TCP proxy, and the docker /
 //! podman / skopeo programs.
 
+pub mod failover;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
