@@ -162,7 +162,7 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn replication_rules(&self) -> Result<Vec<ReplicationRuleRecord>>;
     /// Delete a replication rule. Returns whether it existed.
     async fn delete_replication_rule(&self, id: &str) -> Result<bool>;
-    /// When a pull-through cache last checked `repo:tag` upstream (Unix seconds).
+    /// When a pull-through cache last checked `repo:tag` upstream (Unix milliseconds).
     async fn proxy_tag_checked(&self, repo: &str, tag: &str) -> Result<Option<i64>>;
     /// Record that a pull-through cache checked `repo:tag` upstream at `at`.
     async fn set_proxy_tag_checked(&self, repo: &str, tag: &str, at: i64) -> Result<()>;
