@@ -18,6 +18,12 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Logging.
     pub log: LogConfig,
+    /// `external.*`: the key for external registry secrets.
+    pub external: registry_external::config::ExternalConfig,
+    /// `replication.*`: rules run on push.
+    pub replication: registry_external::config::ReplicationConfig,
+    /// `proxies[]`: pull-through caches.
+    pub proxies: Vec<registry_external::config::ProxySpec>,
 }
 
 /// `http.*`

@@ -95,6 +95,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(orphans, "removed data of interrupted monolithic uploads");
     }
     let state = AppState::new(Arc::new(blobs), meta.clone(), cfg.policy());
+    let external = registry_external::External::start(
+        state.clone(),
+        root,
+        &cfg.external,
+        &cfg.replication,
+        &cfg.proxies,
+    )
+    .context("starting external registries, replication and pull-through caches")?;
+    let mut state = state.with_push_hook(external.push_hook());
+    if let Some(proxy) = external.interceptor() {
+        state = state.with_interceptor(proxy);
+    }
     let listener = tokio::net::TcpListener::bind(&cfg.http.addr)
         .await
         .with_context(|| format!("listening on {}", cfg.http.addr))?
@@ -102,10 +114,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             let _ = tcp.set_nodelay(true);
         });
     tracing::info!(addr = %cfg.http.addr, root = %root.display(), "hyperregistry listening");
-    axum::serve(listener, registry_api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    axum::serve(
+        listener,
+        registry_api::router(state).merge(external.router()),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving HTTP")?;
     meta.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -8,6 +8,7 @@
 pub mod blobs;
 pub mod cache;
 pub mod error;
+pub mod hooks;
 pub mod listing;
 pub mod manifests;
 pub mod route;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// Permits for requests that write blob data, when limited.
     upload_permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// Push hook and request interceptor (none by default).
+    pub hooks: hooks::Hooks,
 }
 
 /// Operator policy: what the registry allows.
@@ -84,7 +87,20 @@ impl AppState {
             cache: Arc::new(ManifestCache::new(64 << 20)),
             policy: Arc::new(policy),
             upload_permits,
+            hooks: hooks::Hooks::default(),
         }
+    }
+
+    /// Call `hook` after every successful manifest push.
+    pub fn with_push_hook(mut self, hook: Arc<dyn hooks::PushHook>) -> AppState {
+        self.hooks.push = Some(hook);
+        self
+    }
+
+    /// Let `interceptor` see (and possibly answer) every routed request first.
+    pub fn with_interceptor(mut self, interceptor: Arc<dyn hooks::Interceptor>) -> AppState {
+        self.hooks.interceptor = Some(interceptor);
+        self
     }
 
     /// Refuse a request up front when policy says so; returns a permit to hold for
@@ -193,6 +209,13 @@ async fn dispatch(State(st): State<AppState>, req: Request<Body>) -> Response {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    let req = match &st.hooks.interceptor {
+        Some(i) => match i.before(&st, &route, req).await {
+            Ok(req) => req,
+            Err(resp) => return resp,
+        },
+        None => req,
+    };
     let result = match (&route, &method) {
         (Route::Catalog, &Method::GET) => listing::catalog(&st, req).await,
         (Route::Tags { name }, &Method::GET) => listing::tags(&st, name, req).await,
@@ -228,6 +251,13 @@ async fn dispatch(State(st): State<AppState>, req: Request<Body>) -> Response {
             format!("{method} is not supported on this endpoint"),
         )),
     };
+    if let (Some(hook), Ok(resp), Route::Manifest { name, reference }) =
+        (&st.hooks.push, &result, &route)
+        && method == Method::PUT
+        && resp.status() == StatusCode::CREATED
+    {
+        notify_push(hook.as_ref(), name, reference, resp);
+    }
     match result {
         Ok(resp) => resp,
         Err(e) if method == Method::HEAD => {
@@ -238,5 +268,23 @@ async fn dispatch(State(st): State<AppState>, req: Request<Body>) -> Response {
             resp
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// Tell the push hook about a stored manifest, from the `201` response's headers.
+fn notify_push(hook: &dyn hooks::PushHook, name: &str, reference: &str, resp: &Response) {
+    let digest_of = |h: &str| {
+        resp.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    };
+    if let Some(digest) = digest_of(blobs::CONTENT_DIGEST) {
+        hook.manifest_pushed(hooks::PushEvent {
+            repository: name.to_string(),
+            reference: reference.to_string(),
+            digest,
+            subject: digest_of(manifests::OCI_SUBJECT),
+        });
     }
 }

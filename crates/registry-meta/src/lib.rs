@@ -56,6 +56,59 @@ pub struct NewManifest {
     pub children: Vec<Digest>,
 }
 
+/// An external registry as stored (the secret sealed by the caller).
+#[derive(Clone, PartialEq)]
+pub struct ExternalRegistryRecord {
+    /// Identifier.
+    pub id: String,
+    /// Unique display name.
+    pub name: String,
+    /// Registry type (`generic`, `harbor`, `ecr`, `dockerhub`, `gcr`, `acr`).
+    pub kind: String,
+    /// Base URL.
+    pub endpoint: String,
+    /// `none`, `basic` or `bearer`.
+    pub auth_kind: String,
+    /// User name for basic auth.
+    pub username: Option<String>,
+    /// Encrypted secret (password or token).
+    pub secret: Option<Vec<u8>>,
+    /// Skip TLS verification / allow plain HTTP.
+    pub insecure: bool,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Last update, Unix seconds.
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for ExternalRegistryRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalRegistryRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("endpoint", &self.endpoint)
+            .field("auth_kind", &self.auth_kind)
+            .field("username", &self.username)
+            .field("has_secret", &self.secret.is_some())
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+/// A replication rule managed through the API, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicationRuleRecord {
+    /// Identifier.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// The rule as JSON (owned by the caller).
+    pub body: String,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
 /// The metadata operations the registry needs, implemented per database engine.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
@@ -97,4 +150,20 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn upload_repo(&self, id: &str) -> Result<Option<String>>;
     /// Forget an upload session.
     async fn delete_upload(&self, id: &str) -> Result<()>;
+    /// Insert or replace (by id) an external registry.
+    async fn put_external_registry(&self, rec: &ExternalRegistryRecord) -> Result<()>;
+    /// Every external registry, by name.
+    async fn external_registries(&self) -> Result<Vec<ExternalRegistryRecord>>;
+    /// Delete an external registry. Returns whether it existed.
+    async fn delete_external_registry(&self, id: &str) -> Result<bool>;
+    /// Insert or replace (by id) a replication rule.
+    async fn put_replication_rule(&self, rule: &ReplicationRuleRecord) -> Result<()>;
+    /// Every API-managed replication rule, by name.
+    async fn replication_rules(&self) -> Result<Vec<ReplicationRuleRecord>>;
+    /// Delete a replication rule. Returns whether it existed.
+    async fn delete_replication_rule(&self, id: &str) -> Result<bool>;
+    /// When a pull-through cache last checked `repo:tag` upstream (Unix milliseconds).
+    async fn proxy_tag_checked(&self, repo: &str, tag: &str) -> Result<Option<i64>>;
+    /// Record that a pull-through cache checked `repo:tag` upstream at `at`.
+    async fn set_proxy_tag_checked(&self, repo: &str, tag: &str, at: i64) -> Result<()>;
 }

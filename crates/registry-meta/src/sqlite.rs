@@ -9,7 +9,10 @@ use oci_core::Digest;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use crate::{ManifestRecord, MetaError, MetaStore, NewManifest, Result};
+use crate::{
+    ExternalRegistryRecord, ManifestRecord, MetaError, MetaStore, NewManifest,
+    ReplicationRuleRecord, Result,
+};
 
 /// SQLite-backed [`MetaStore`].
 pub struct SqliteMeta {
@@ -374,6 +377,130 @@ impl MetaStore for SqliteMeta {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    async fn put_external_registry(&self, rec: &ExternalRegistryRecord) -> Result<()> {
+        let _w = self.write_lock.lock().await;
+        sqlx::query(
+            "INSERT INTO external_registries
+               (id, name, kind, endpoint, auth_kind, username, secret, insecure, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
+               endpoint = excluded.endpoint, auth_kind = excluded.auth_kind,
+               username = excluded.username, secret = excluded.secret,
+               insecure = excluded.insecure, updated_at = excluded.updated_at",
+        )
+        .bind(&rec.id)
+        .bind(&rec.name)
+        .bind(&rec.kind)
+        .bind(&rec.endpoint)
+        .bind(&rec.auth_kind)
+        .bind(&rec.username)
+        .bind(&rec.secret)
+        .bind(rec.insecure)
+        .bind(rec.created_at)
+        .bind(rec.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn external_registries(&self) -> Result<Vec<ExternalRegistryRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, name, kind, endpoint, auth_kind, username, secret, insecure, created_at, updated_at
+             FROM external_registries ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ExternalRegistryRecord {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    endpoint: r.try_get(3)?,
+                    auth_kind: r.try_get(4)?,
+                    username: r.try_get(5)?,
+                    secret: r.try_get(6)?,
+                    insecure: r.try_get(7)?,
+                    created_at: r.try_get(8)?,
+                    updated_at: r.try_get(9)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_external_registry(&self, id: &str) -> Result<bool> {
+        let _w = self.write_lock.lock().await;
+        let done = sqlx::query("DELETE FROM external_registries WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_replication_rule(&self, rule: &ReplicationRuleRecord) -> Result<()> {
+        let _w = self.write_lock.lock().await;
+        sqlx::query(
+            "INSERT INTO replication_rules (id, name, body, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, body = excluded.body",
+        )
+        .bind(&rule.id)
+        .bind(&rule.name)
+        .bind(&rule.body)
+        .bind(rule.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn replication_rules(&self) -> Result<Vec<ReplicationRuleRecord>> {
+        let rows =
+            sqlx::query("SELECT id, name, body, created_at FROM replication_rules ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReplicationRuleRecord {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    body: r.try_get(2)?,
+                    created_at: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_replication_rule(&self, id: &str) -> Result<bool> {
+        let _w = self.write_lock.lock().await;
+        let done = sqlx::query("DELETE FROM replication_rules WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn proxy_tag_checked(&self, repo: &str, tag: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT checked_at FROM proxy_tags WHERE repository = ? AND tag = ?")
+            .bind(repo)
+            .bind(tag)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn set_proxy_tag_checked(&self, repo: &str, tag: &str, at: i64) -> Result<()> {
+        let _w = self.write_lock.lock().await;
+        sqlx::query(
+            "INSERT INTO proxy_tags (repository, tag, checked_at) VALUES (?, ?, ?)
+             ON CONFLICT(repository, tag) DO UPDATE SET checked_at = excluded.checked_at",
+        )
+        .bind(repo)
+        .bind(tag)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

@@ -291,3 +291,10 @@ pub fn require_tool(name: &str) -> bool {
     }
     found
 }
+
+impl Server {
+    /// Start again (same port and data directory) after [`Server::terminate`].
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
+    }
+}

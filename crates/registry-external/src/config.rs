@@ -1,0 +1,129 @@
+//! Configuration blocks hyperregistry reads: `external`, `replication.rules` and `proxies`.
+
+use serde::{Deserialize, Serialize};
+
+/// `external.*`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ExternalConfig {
+    /// Base64 of the 32-byte AES-256-GCM key for secrets; generated in the data dir when unset.
+    pub secretkey: Option<String>,
+}
+
+/// `replication.*`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ReplicationConfig {
+    /// Rules run on push.
+    pub rules: Vec<RuleSpec>,
+}
+
+/// A replication rule: pushes matching `repositories` and `tags` are copied to a registry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RuleSpec {
+    /// Identifier (assigned for API-managed rules; `config:<name>` for configured ones).
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// The target external registry, by id or name.
+    pub registry_id: String,
+    /// Repository globs (`*` within a segment, `**` across); empty = every repository.
+    pub repositories: Vec<String>,
+    /// Tag globs; empty = every tag (and pushes by digest).
+    pub tags: Vec<String>,
+    /// Prefix put before the repository name on the target (`mirror` → `mirror/app`).
+    pub target_prefix: Option<String>,
+}
+
+/// Inline credentials of a proxy upstream (or of an API request).
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AuthSpec {
+    /// `none`, `basic` or `bearer`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Basic user name.
+    pub username: Option<String>,
+    /// Basic password.
+    pub password: Option<String>,
+    /// Bearer token.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AuthSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSpec")
+            .field("type", &self.kind)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `proxies[]`: a repository prefix served as a pull-through cache of an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ProxySpec {
+    /// Local prefix: `hub` serves `hub/library/busybox` from upstream `library/busybox`.
+    pub prefix: String,
+    /// The upstream as a stored external registry (id or name)...
+    pub registry_id: Option<String>,
+    /// ...or inline: endpoint URL,
+    pub endpoint: Option<String>,
+    /// registry type (`dockerhub` adds `library/`),
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// credentials,
+    pub auth: Option<AuthSpec>,
+    /// and the insecure flag.
+    pub insecure: bool,
+    /// How long a fetched tag is served without asking upstream (`30s`, `10m`, `1h`).
+    pub ttl: String,
+}
+
+impl Default for ProxySpec {
+    fn default() -> Self {
+        ProxySpec {
+            prefix: String::new(),
+            registry_id: None,
+            endpoint: None,
+            kind: None,
+            auth: None,
+            insecure: false,
+            ttl: "10m".into(),
+        }
+    }
+}
+
+/// Parse `500ms`, `30s`, `10m`, `2h`, `1d` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = |k: u64| Some(std::time::Duration::from_secs(n.checked_mul(k)?));
+    match unit.trim() {
+        "ms" => Some(std::time::Duration::from_millis(n)),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86400),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10m").unwrap().as_secs(), 600);
+        assert_eq!(parse_duration("2").unwrap().as_secs(), 2);
+        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
+        assert!(parse_duration("ten").is_none());
+        assert!(parse_duration("5y").is_none());
+    }
+}

@@ -1,0 +1,277 @@
+//! External registry records: validation, sealing secrets, the JSON views, and clients
+//! built from records (cached until the record changes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use registry_meta::{ExternalRegistryRecord, MetaStore};
+use serde::Deserialize;
+use time::format_description::well_known::Rfc3339;
+
+use crate::config::AuthSpec;
+use crate::error::{ExternalError, Result};
+use crate::remote::{Auth, Endpoint, RegistryType, Remote};
+use crate::secret::SecretBox;
+
+/// Retries per request for replication and tests.
+pub const REPLICATION_RETRIES: u32 = 3;
+
+/// Body of `POST` and `PUT /api/v1/registry/external[/{id}]`. On `PUT`, absent fields keep
+/// their values, and an `auth` of the same type without a secret keeps the stored secret.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryInput {
+    /// Unique name.
+    pub name: Option<String>,
+    /// Registry type (default `generic`).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Endpoint URL (defaults per type).
+    pub endpoint: Option<String>,
+    /// Credentials.
+    pub auth: Option<AuthSpec>,
+    /// Skip TLS verification / allow plain HTTP.
+    pub insecure: Option<bool>,
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// RFC 3339 for Unix seconds.
+pub fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// The public JSON view of a record: never the secret, only whether there is one.
+pub fn view(rec: &ExternalRegistryRecord) -> serde_json::Value {
+    let mut auth = serde_json::json!({ "type": rec.auth_kind });
+    if let Some(u) = &rec.username {
+        auth["username"] = serde_json::Value::String(u.clone());
+    }
+    serde_json::json!({
+        "id": rec.id,
+        "name": rec.name,
+        "type": rec.kind,
+        "endpoint": rec.endpoint,
+        "auth": auth,
+        "has_secret": rec.secret.is_some(),
+        "insecure": rec.insecure,
+        "created_at": rfc3339(rec.created_at),
+        "updated_at": rfc3339(rec.updated_at),
+    })
+}
+
+/// Plain credentials from an auth block, with the type's default user name.
+pub fn auth_from_spec(kind: RegistryType, spec: Option<&AuthSpec>) -> Result<Auth> {
+    let Some(spec) = spec else {
+        return Ok(Auth::None);
+    };
+    match spec.kind.as_str() {
+        "" | "none" => Ok(Auth::None),
+        "basic" => {
+            let username = spec
+                .username
+                .clone()
+                .or_else(|| kind.default_username().map(str::to_string))
+                .ok_or_else(|| ExternalError::Invalid("basic auth needs a username".into()))?;
+            let password = spec
+                .password
+                .clone()
+                .ok_or_else(|| ExternalError::Invalid("basic auth needs a password".into()))?;
+            Ok(Auth::Basic { username, password })
+        }
+        "bearer" => Ok(Auth::Bearer(spec.token.clone().ok_or_else(|| {
+            ExternalError::Invalid("bearer auth needs a token".into())
+        })?)),
+        other => Err(ExternalError::Invalid(format!(
+            "unknown auth type {other:?} (none, basic, bearer)"
+        ))),
+    }
+}
+
+/// Records, secrets and clients.
+pub struct Registries {
+    meta: Arc<dyn MetaStore>,
+    secrets: SecretBox,
+    clients: parking_lot::Mutex<HashMap<String, (i64, Arc<Remote>)>>,
+}
+
+impl Registries {
+    /// Over a metadata store, with the secrets key.
+    pub fn new(meta: Arc<dyn MetaStore>, secrets: SecretBox) -> Registries {
+        Registries {
+            meta,
+            secrets,
+            clients: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Every record.
+    pub async fn list(&self) -> Result<Vec<ExternalRegistryRecord>> {
+        Ok(self.meta.external_registries().await?)
+    }
+
+    /// A record by id, or by name.
+    pub async fn get(&self, id_or_name: &str) -> Result<ExternalRegistryRecord> {
+        let all = self.list().await?;
+        all.iter()
+            .find(|r| r.id == id_or_name)
+            .or_else(|| all.iter().find(|r| r.name == id_or_name))
+            .cloned()
+            .ok_or_else(|| ExternalError::NotFound(format!("no external registry {id_or_name:?}")))
+    }
+
+    /// Create (`existing` = `None`) or update a record from an API body.
+    pub async fn save(
+        &self,
+        existing: Option<ExternalRegistryRecord>,
+        input: RegistryInput,
+    ) -> Result<ExternalRegistryRecord> {
+        let t = now();
+        let mut rec = existing.clone().unwrap_or_else(|| ExternalRegistryRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: String::new(),
+            kind: "generic".into(),
+            endpoint: String::new(),
+            auth_kind: "none".into(),
+            username: None,
+            secret: None,
+            insecure: false,
+            created_at: t,
+            updated_at: t,
+        });
+        if let Some(name) = input.name {
+            rec.name = name.trim().to_string();
+        }
+        if rec.name.is_empty() || rec.name.len() > 128 {
+            return Err(ExternalError::Invalid(
+                "name must be 1 to 128 characters".into(),
+            ));
+        }
+        if let Some(k) = input.kind {
+            rec.kind = k;
+        }
+        let kind = RegistryType::parse(&rec.kind)?;
+        if let Some(e) = input.endpoint {
+            rec.endpoint = e;
+        }
+        if rec.endpoint.trim().is_empty() {
+            rec.endpoint = kind
+                .default_endpoint()
+                .ok_or_else(|| {
+                    ExternalError::Invalid(format!(
+                        "a {} registry needs an endpoint",
+                        kind.as_str()
+                    ))
+                })?
+                .to_string();
+        }
+        if let Some(i) = input.insecure {
+            rec.insecure = i;
+        }
+        let endpoint = Endpoint::parse(&rec.endpoint)?;
+        Remote::check_endpoint(&endpoint, rec.insecure)?;
+        rec.endpoint = endpoint.url();
+        if let Some(spec) = input.auth {
+            let keeps_secret = existing.is_some()
+                && spec.kind == rec.auth_kind
+                && spec.password.is_none()
+                && spec.token.is_none();
+            if keeps_secret {
+                if spec.username.is_some() {
+                    rec.username = spec.username.clone();
+                }
+            } else {
+                match auth_from_spec(kind, Some(&spec))? {
+                    Auth::None => {
+                        rec.auth_kind = "none".into();
+                        rec.username = None;
+                        rec.secret = None;
+                    }
+                    Auth::Basic { username, password } => {
+                        rec.auth_kind = "basic".into();
+                        rec.username = Some(username);
+                        rec.secret = Some(self.secrets.seal(&rec.id, password.as_bytes())?);
+                    }
+                    Auth::Bearer(token) => {
+                        rec.auth_kind = "bearer".into();
+                        rec.username = None;
+                        rec.secret = Some(self.secrets.seal(&rec.id, token.as_bytes())?);
+                    }
+                }
+            }
+        }
+        let all = self.list().await?;
+        if all.iter().any(|r| r.name == rec.name && r.id != rec.id) {
+            return Err(ExternalError::Conflict(format!(
+                "an external registry named {:?} exists",
+                rec.name
+            )));
+        }
+        rec.updated_at = t;
+        self.meta.put_external_registry(&rec).await?;
+        let prefix = format!("{}#", rec.id);
+        self.clients.lock().retain(|k, _| !k.starts_with(&prefix));
+        tracing::info!(id = %rec.id, name = %rec.name, endpoint = %rec.endpoint, "external registry saved");
+        Ok(rec)
+    }
+
+    /// Delete a record.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        if !self.meta.delete_external_registry(id).await? {
+            return Err(ExternalError::NotFound(format!(
+                "no external registry {id:?}"
+            )));
+        }
+        let prefix = format!("{id}#");
+        self.clients.lock().retain(|k, _| !k.starts_with(&prefix));
+        tracing::info!(id, "external registry deleted");
+        Ok(())
+    }
+
+    /// A client for a record (secrets decrypted in memory only), cached per record version.
+    pub fn remote_for(&self, rec: &ExternalRegistryRecord, retries: u32) -> Result<Arc<Remote>> {
+        let key = format!("{}#{retries}", rec.id);
+        if let Some((v, r)) = self.clients.lock().get(&key)
+            && *v == rec.updated_at
+        {
+            return Ok(r.clone());
+        }
+        let kind = RegistryType::parse(&rec.kind)?;
+        let secret = rec
+            .secret
+            .as_ref()
+            .map(|s| self.secrets.open(&rec.id, s))
+            .transpose()?;
+        let auth = match (rec.auth_kind.as_str(), secret) {
+            ("basic", Some(password)) => Auth::Basic {
+                username: rec.username.clone().unwrap_or_default(),
+                password,
+            },
+            ("bearer", Some(token)) => Auth::Bearer(token),
+            _ => Auth::None,
+        };
+        let remote = Arc::new(Remote::new(
+            kind,
+            Endpoint::parse(&rec.endpoint)?,
+            auth,
+            rec.insecure,
+            retries,
+        )?);
+        self.clients
+            .lock()
+            .insert(key, (rec.updated_at, remote.clone()));
+        Ok(remote)
+    }
+
+    /// A client for the registry with this id or name.
+    pub async fn remote(&self, id_or_name: &str, retries: u32) -> Result<Arc<Remote>> {
+        let rec = self.get(id_or_name).await?;
+        self.remote_for(&rec, retries)
+    }
+}
