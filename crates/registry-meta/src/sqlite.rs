@@ -694,6 +694,122 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn gc_deletes_only_what_is_still_unreferenced_and_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(&dir.path().join("m.db")).await.unwrap();
+        let (used, loose) = (Digest::sha256_of(b"used"), Digest::sha256_of(b"loose"));
+        meta.link_blob("r", &used, 4).await.unwrap();
+        meta.link_blob("r", &loose, 5).await.unwrap();
+        let child = NewManifest {
+            record: rec(b"child", None),
+            blobs: vec![used.clone()],
+            children: vec![],
+        };
+        meta.put_manifest("r", &child, &[]).await.unwrap();
+        let idx = NewManifest {
+            record: rec(b"index", None),
+            blobs: vec![],
+            children: vec![child.record.digest.clone()],
+        };
+        meta.put_manifest("r", &idx, &["t".into()]).await.unwrap();
+        let sig = NewManifest {
+            record: rec(b"sig", Some(idx.record.digest.clone())),
+            blobs: vec![],
+            children: vec![],
+        };
+        meta.put_manifest("r", &sig, &[]).await.unwrap();
+        // Nothing is old yet.
+        let now = SystemTime::now();
+        assert!(!meta.gc_unlink_blob("r", &loose, now).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let cutoff = SystemTime::now() - Duration::from_secs(1);
+
+        let page = meta.gc_manifests(None, 2).await.unwrap();
+        let rest = meta
+            .gc_manifests(Some((&page[1].repo, &page[1].digest)), 10)
+            .await
+            .unwrap();
+        assert_eq!(page.len() + rest.len(), 3);
+        let all: Vec<_> = page.into_iter().chain(rest).collect();
+        let find = |d: &Digest| all.iter().find(|m| &m.digest == d).unwrap();
+        assert!(find(&idx.record.digest).tagged);
+        assert_eq!(
+            find(&idx.record.digest).children,
+            vec![child.record.digest.clone()]
+        );
+        assert_eq!(find(&child.record.digest).blobs, vec![used.clone()]);
+        assert_eq!(
+            find(&sig.record.digest).subject,
+            Some(idx.record.digest.clone())
+        );
+        let blobs = meta.gc_blobs(None, 10).await.unwrap();
+        assert_eq!(blobs.len(), 2);
+        assert!(
+            blobs
+                .iter()
+                .all(|b| b.links.len() == 1 && b.links[0].0 == "r")
+        );
+
+        // Referenced or tagged or listed or with a present subject: kept.
+        assert!(!meta.gc_unlink_blob("r", &used, cutoff).await.unwrap());
+        for m in [&idx, &child, &sig] {
+            assert!(
+                !meta
+                    .gc_delete_manifest("r", &m.record.digest, cutoff)
+                    .await
+                    .unwrap()
+            );
+        }
+        assert!(
+            !meta.gc_delete_blob(&loose, cutoff).await.unwrap(),
+            "still linked"
+        );
+        // Untagged, the index goes; then its child and its referrer can.
+        assert!(meta.delete_tag("r", "t").await.unwrap());
+        assert!(
+            meta.gc_delete_manifest("r", &idx.record.digest, cutoff)
+                .await
+                .unwrap()
+        );
+        assert!(
+            meta.gc_delete_manifest("r", &sig.record.digest, cutoff)
+                .await
+                .unwrap()
+        );
+        assert!(
+            meta.gc_delete_manifest("r", &child.record.digest, cutoff)
+                .await
+                .unwrap()
+        );
+        assert!(meta.gc_unlink_blob("r", &used, cutoff).await.unwrap());
+
+        // A link used (touch) or re-linked is fresh again.
+        assert_eq!(
+            meta.touch_blob("r", &loose, SystemTime::now())
+                .await
+                .unwrap(),
+            Some(5)
+        );
+        assert!(!meta.gc_unlink_blob("r", &loose, cutoff).await.unwrap());
+
+        // A manifest whose blob GC unlinked is refused inside its transaction.
+        let late = NewManifest {
+            record: rec(b"late", None),
+            blobs: vec![used.clone()],
+            children: vec![],
+        };
+        assert!(matches!(
+            meta.put_manifest("r", &late, &["x".into()]).await,
+            Err(MetaError::ReferenceUnknown(d)) if d == used
+        ));
+        assert!(meta.resolve_tag("r", "x").await.unwrap().is_none());
+        assert!(meta.digest_in_use(&used).await.unwrap(), "row still there");
+        assert!(meta.gc_delete_blob(&used, cutoff).await.unwrap());
+        assert!(!meta.digest_in_use(&used).await.unwrap());
+        assert!(!meta.digest_in_use(&idx.record.digest).await.unwrap());
+    }
+
+    #[tokio::test]
     async fn uploads_and_catalog() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
