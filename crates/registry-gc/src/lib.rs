@@ -417,6 +417,91 @@ mod tests {
         v
     }
 
+    #[tokio::test]
+    async fn run_against_real_stores_dry_run_busy_and_sweep() {
+        use bytes::Bytes;
+        use registry_meta::{ManifestRecord, NewManifest, SqliteMeta};
+        use registry_storage::FsBlobStore;
+
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FsBlobStore::open(dir.path()).unwrap();
+        let meta: Arc<dyn MetaStore> =
+            Arc::new(SqliteMeta::open(&dir.path().join("m.db")).await.unwrap());
+        let coord: Arc<dyn Coordinator> = Arc::new(registry_coord::LocalCoordinator::new());
+        let put = |data: &'static [u8]| {
+            let d = Digest::sha256_of(data);
+            let path = fs.blob_path(&d);
+            (d, data, path)
+        };
+        let (layer, junk, orphan, manifest) = (
+            put(b"layer"),
+            put(b"junk blob"),
+            put(b"orphan!"),
+            put(b"manifest"),
+        );
+        let blobs: Arc<dyn BlobStore> = Arc::new(fs);
+        for (d, data, _) in [&layer, &junk, &orphan, &manifest] {
+            blobs.put_bytes(d, Bytes::from_static(data)).await.unwrap();
+        }
+        meta.link_blob("r", &layer.0, 5).await.unwrap();
+        meta.link_blob("r", &junk.0, 9).await.unwrap();
+        let m = NewManifest {
+            record: ManifestRecord {
+                digest: manifest.0.clone(),
+                media_type: oci_core::manifest::OCI_MANIFEST.into(),
+                size: 8,
+                artifact_type: None,
+                subject: None,
+                annotations: None,
+            },
+            blobs: vec![layer.0.clone()],
+            children: vec![],
+        };
+        meta.put_manifest("r", &m, &[]).await.unwrap();
+        let opts = |dry_run, grace| GcOptions {
+            dry_run,
+            delete_untagged: false,
+            grace,
+        };
+        let go = |o: GcOptions| run(meta.clone(), blobs.clone(), coord.clone(), o);
+
+        let r = go(opts(false, Duration::from_secs(3600))).await.unwrap();
+        assert_eq!((r.links_removed, r.blobs_deleted, r.bytes_freed), (0, 0, 0));
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let grace = Duration::from_secs(1);
+        {
+            let _held = coord
+                .lock(keys::GC, Duration::from_secs(60), Duration::ZERO)
+                .await
+                .unwrap();
+            assert!(matches!(go(opts(false, grace)).await, Err(GcError::Busy)));
+        }
+        let dry = go(opts(true, grace)).await.unwrap();
+        let json = serde_json::to_value(&dry).unwrap();
+        assert_eq!(json["dry_run"], true);
+        assert_eq!(json["bytes_freed"], 16);
+        assert!(json["duration"].is_f64() && json.get("swept_manifests").is_none());
+        assert!(junk.2.exists() && orphan.2.exists());
+        let r = go(opts(false, grace)).await.unwrap();
+        assert_eq!(
+            (
+                r.manifests_deleted,
+                r.links_removed,
+                r.blobs_deleted,
+                r.bytes_freed
+            ),
+            (0, 1, 2, 16)
+        );
+        assert_eq!(
+            (dry.manifests_deleted, dry.links_removed, dry.blobs_deleted),
+            (0, 1, 2)
+        );
+        assert!(!junk.2.exists() && !orphan.2.exists());
+        assert!(layer.2.exists() && manifest.2.exists());
+        assert_eq!(meta.repo_blob("r", &junk.0).await.unwrap(), None);
+        assert_eq!(meta.repo_blob("r", &layer.0).await.unwrap(), Some(5));
+    }
+
     #[test]
     fn marks_index_children_and_referrers_transitively() {
         // a: tag -> index 1 -> manifest 2 (blob 10); 3 refers to 1; 4 refers to 3;
