@@ -477,3 +477,54 @@ async fn online_gc_collects_periodically_and_keeps_untagged_without_the_flag() {
         untagged
     );
 }
+
+#[tokio::test]
+async fn blobs_reported_present_or_mounted_are_kept_for_the_grace() {
+    // The server refreshes a link older than half its grace when it reports the blob.
+    let mut s = Server::start_with_env(&[("REGISTRY_GC_GRACEPERIOD", "2s")]).await;
+    let base = s.url("");
+    let config = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}".to_vec();
+    let layer = bytes(3000, 11);
+    let control = bytes(1000, 12);
+    let h = s.push_blob("y", &config).await;
+    let m = s.push_blob("x", &layer).await;
+    let u = s.push_blob("y", &control).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    // A client checks the config (present: it will not upload it) and mounts the layer.
+    let r = s
+        .req(Method::HEAD, &format!("/v2/y/blobs/{h}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = s
+        .req(
+            Method::POST,
+            &format!("/v2/y/blobs/uploads/?mount={m}&from=x"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(s.terminate().success());
+    // x's link to the layer and y's untouched control blob are past the grace; the rest is
+    // not. The layer's content stays: y links it now.
+    let r = gc_json(&s, &["--grace", "2s"]);
+    assert_report(&r, (0, 2, 1, control.len() as u64));
+    s.start_again().await;
+    let manifest = image_manifest(&h, config.len(), &[(m.clone(), layer.len())], None);
+    let r = s.put_manifest("y", "1", OCI_MANIFEST, &manifest).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    assert_eq!(
+        pull_verified(&s.client, &base, "y", "1").await,
+        Digest::sha256_of(&manifest)
+    );
+    for (repo, d) in [("y", &u), ("x", &m)] {
+        let r = s
+            .req(Method::HEAD, &format!("/v2/{repo}/blobs/{d}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{repo} {d}");
+    }
+}
