@@ -24,6 +24,8 @@ pub struct Config {
     pub replication: registry_external::config::ReplicationConfig,
     /// `proxies[]`: pull-through caches.
     pub proxies: Vec<registry_external::config::ProxySpec>,
+    /// Garbage collection.
+    pub gc: GcConfig,
 }
 
 /// `http.*`
@@ -128,6 +130,48 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: "text".into(),
+        }
+    }
+}
+
+/// `gc.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct GcConfig {
+    /// Nothing written or asserted more recently than this is collected (`1h`).
+    pub graceperiod: String,
+    /// Run GC inside the server this often (`24h`); off when unset.
+    pub interval: Option<String>,
+    /// Whether the server's periodic GC also sweeps manifests no tag reaches.
+    pub deleteuntagged: bool,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            graceperiod: "1h".into(),
+            interval: None,
+            deleteuntagged: false,
+        }
+    }
+}
+
+impl GcConfig {
+    /// The grace period.
+    pub fn grace(&self) -> anyhow::Result<std::time::Duration> {
+        humantime::parse_duration(&self.graceperiod)
+            .with_context(|| format!("gc.graceperiod {:?}", self.graceperiod))
+    }
+
+    /// The periodic GC interval, `None` when off.
+    pub fn interval(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        match self.interval.as_deref().map(str::trim) {
+            None | Some("" | "0" | "off") => Ok(None),
+            Some(s) => {
+                let d =
+                    humantime::parse_duration(s).with_context(|| format!("gc.interval {s:?}"))?;
+                Ok((!d.is_zero()).then_some(d))
+            }
         }
     }
 }

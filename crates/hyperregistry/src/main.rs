@@ -37,6 +37,27 @@ struct Cli {
 enum Command {
     /// Run the registry (the default).
     Serve,
+    /// Collect garbage: delete what no tag (or, without --delete-untagged, no manifest)
+    /// references and what is older than the grace period; print what was freed.
+    Gc(GcArgs),
+}
+
+/// `hyperregistry gc` options.
+#[derive(clap::Args)]
+struct GcArgs {
+    /// Report what would be freed, delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also delete manifests that no tag reaches (index children and referrers of tagged
+    /// manifests stay).
+    #[arg(long)]
+    delete_untagged: bool,
+    /// Keep everything written or used more recently than this (default: gc.graceperiod).
+    #[arg(long)]
+    grace: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn init_logging(cfg: &Config) {
@@ -94,7 +115,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if orphans > 0 {
         tracing::info!(orphans, "removed data of interrupted monolithic uploads");
     }
-    let state = AppState::new(Arc::new(blobs), meta.clone(), cfg.policy());
+    let grace = cfg.gc.grace()?;
+    let gc_interval = cfg.gc.interval()?;
+    // Held (shared) while serving: an offline `hyperregistry gc` refuses to sweep under a
+    // live server whose locks it cannot see.
+    let _serving = serve_lock(root)?;
+    let state = AppState::new(Arc::new(blobs), meta.clone(), cfg.policy()).with_gc_grace(grace);
     let external = registry_external::External::start(
         state.clone(),
         root,
@@ -106,6 +132,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let mut state = state.with_push_hook(external.push_hook());
     if let Some(proxy) = external.interceptor() {
         state = state.with_interceptor(proxy);
+    }
+    if let Some(every) = gc_interval {
+        spawn_periodic_gc(state.clone(), every, grace, cfg.gc.deleteuntagged);
     }
     let listener = tokio::net::TcpListener::bind(&cfg.http.addr)
         .await
@@ -126,6 +155,142 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lock file marking a data directory that a server is using.
+fn serve_lock_path(root: &std::path::Path) -> PathBuf {
+    root.join("serve.lock")
+}
+
+/// Take the data directory's serve lock, shared (several servers may run on it).
+fn serve_lock(root: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = serve_lock_path(root);
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    file.lock_shared()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
+}
+
+/// Run GC inside the server every `every`, under the same locks as the API.
+fn spawn_periodic_gc(
+    state: AppState,
+    every: std::time::Duration,
+    grace: std::time::Duration,
+    delete_untagged: bool,
+) {
+    tracing::info!(interval = ?every, ?grace, delete_untagged, "periodic garbage collection on");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let opts = registry_gc::GcOptions {
+                dry_run: false,
+                delete_untagged,
+                grace,
+            };
+            match registry_gc::run(
+                state.meta.clone(),
+                state.blobs.clone(),
+                state.coord.clone(),
+                opts,
+            )
+            .await
+            {
+                Ok(report) => {
+                    for (repo, digest) in &report.swept_manifests {
+                        state.cache.invalidate(repo, [digest.to_string().as_str()]);
+                    }
+                    tracing::info!(
+                        manifests_deleted = report.manifests_deleted,
+                        links_removed = report.links_removed,
+                        blobs_deleted = report.blobs_deleted,
+                        bytes_freed = report.bytes_freed,
+                        seconds = report.duration.as_secs_f64(),
+                        "garbage collection done"
+                    );
+                }
+                Err(registry_gc::GcError::Busy) => {
+                    tracing::info!("garbage collection skipped: another one is running");
+                }
+                Err(e) => tracing::error!(error = %e, "garbage collection failed"),
+            }
+        }
+    });
+}
+
+/// `hyperregistry gc`: open the storage and database `serve` uses, collect, report.
+async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
+    let grace = match &args.grace {
+        Some(g) => humantime::parse_duration(g).with_context(|| format!("--grace {g:?}"))?,
+        None => cfg.gc.grace()?,
+    };
+    let root = &cfg.storage.filesystem.rootdirectory;
+    anyhow::ensure!(
+        root.is_dir(),
+        "data directory {} does not exist",
+        root.display()
+    );
+    // Sweeping needs the locks the server takes; a separate process cannot see them.
+    let _exclusive = if args.dry_run {
+        None
+    } else {
+        let path = serve_lock_path(root);
+        let file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Some(file),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "a hyperregistry server is running on {}: stop it, or let it collect \
+                 (gc.interval), or use --dry-run",
+                root.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+    };
+    let blobs = FsBlobStore::open(root)
+        .with_context(|| format!("opening blob storage in {}", root.display()))?;
+    let url = cfg.database_url();
+    if !url.starts_with("sqlite:") {
+        bail!("unsupported database URL {url:?}: this build supports sqlite:// URLs");
+    }
+    let meta = Arc::new(
+        SqliteMeta::connect(&url)
+            .await
+            .context("opening the metadata database")?,
+    );
+    let coord: Arc<dyn registry_coord::Coordinator> =
+        Arc::new(registry_coord::LocalCoordinator::new());
+    let opts = registry_gc::GcOptions {
+        dry_run: args.dry_run,
+        delete_untagged: args.delete_untagged,
+        grace,
+    };
+    let report = registry_gc::run(meta.clone(), Arc::new(blobs), coord, opts)
+        .await
+        .context("garbage collection")?;
+    meta.close().await;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        let verb = if report.dry_run {
+            "would free"
+        } else {
+            "freed"
+        };
+        println!(
+            "{verb} {} bytes: {} blobs, {} manifests, {} repository links ({:.3}s)",
+            report.bytes_freed,
+            report.blobs_deleted,
+            report.manifests_deleted,
+            report.links_removed,
+            report.duration.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -133,5 +298,6 @@ async fn main() -> anyhow::Result<()> {
     init_logging(&cfg);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cfg).await,
+        Command::Gc(args) => gc(cfg, args).await,
     }
 }

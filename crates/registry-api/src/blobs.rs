@@ -73,7 +73,13 @@ pub async fn get(
     head: bool,
 ) -> ApiResult<Response> {
     let digest = parse_digest(digest)?;
-    let Some(size) = st.meta.repo_blob(name, &digest).await? else {
+    // A client told that the blob exists may skip uploading it and reference it in a
+    // manifest soon: an old link is refreshed so that GC's grace covers that.
+    let Some(size) = st
+        .meta
+        .touch_blob(name, &digest, st.link_refresh_before())
+        .await?
+    else {
         return Err(blob_unknown(&digest));
     };
     let range_header = req

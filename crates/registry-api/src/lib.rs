@@ -15,6 +15,7 @@ pub mod route;
 pub mod uploads;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -22,6 +23,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use oci_core::Digest;
+use registry_coord::{Coordinator, LocalCoordinator, LockGuard, keys};
 use registry_meta::MetaStore;
 use registry_storage::BlobStore;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -53,7 +56,19 @@ pub struct AppState {
     upload_permits: Option<Arc<tokio::sync::Semaphore>>,
     /// Push hook and request interceptor (none by default).
     pub hooks: hooks::Hooks,
+    /// Locks shared with other replicas and with garbage collection.
+    pub coord: Arc<dyn Coordinator>,
+    /// Garbage collection's grace period: blob links older than half of it are refreshed
+    /// when a client is told the blob exists.
+    pub gc_grace: Duration,
 }
+
+/// How long a blob lock may be held before it expires (a commit re-hashing a large blob).
+const BLOB_LOCK_TTL: Duration = Duration::from_secs(600);
+/// How long a request waits for a blob lock.
+const BLOB_LOCK_WAIT: Duration = Duration::from_secs(120);
+/// GC's default grace period (config `gc.graceperiod`).
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 
 /// Operator policy: what the registry allows.
 #[derive(Debug, Clone)]
@@ -88,7 +103,45 @@ impl AppState {
             policy: Arc::new(policy),
             upload_permits,
             hooks: hooks::Hooks::default(),
+            coord: Arc::new(LocalCoordinator::new()),
+            gc_grace: DEFAULT_GC_GRACE,
         }
+    }
+
+    /// Use `coord` for locks instead of the single-process coordinator.
+    pub fn with_coordinator(mut self, coord: Arc<dyn Coordinator>) -> AppState {
+        self.coord = coord;
+        self
+    }
+
+    /// Set garbage collection's grace period (see [`AppState::gc_grace`]).
+    pub fn with_gc_grace(mut self, grace: Duration) -> AppState {
+        self.gc_grace = grace;
+        self
+    }
+
+    /// Take the lock `keys::blob(digest)`: held while a blob is committed and linked (or a
+    /// manifest stored), so that garbage collection, which sweeps a digest under the same
+    /// lock, never deletes content that is about to be referenced.
+    pub async fn blob_lock(&self, digest: &Digest) -> Result<LockGuard, ApiError> {
+        self.coord
+            .lock(
+                &keys::blob(&digest.to_string()),
+                BLOB_LOCK_TTL,
+                BLOB_LOCK_WAIT,
+            )
+            .await
+            .map_err(|e| {
+                ApiError::new(ErrorCode::TooManyRequests, format!("{e}; retry later"))
+                    .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            })
+    }
+
+    /// When a link older than this is used, its timestamp is refreshed (half the grace).
+    pub fn link_refresh_before(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+            .checked_sub(self.gc_grace / 2)
+            .unwrap_or(std::time::UNIX_EPOCH)
     }
 
     /// Call `hook` after every successful manifest push.

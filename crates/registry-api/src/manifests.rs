@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use oci_core::manifest::MANIFEST_MEDIA_TYPES;
 use oci_core::{Algorithm, Digest, ManifestError, ParsedManifest, validate_tag};
-use registry_meta::{ManifestRecord, NewManifest};
+use registry_meta::{ManifestRecord, MetaError, NewManifest};
 
 use crate::blobs::CONTENT_DIGEST;
 use crate::cache::CachedManifest;
@@ -257,6 +257,9 @@ pub async fn put(st: &AppState, name: &str, reference: &str, req: Request) -> Ap
             Some(_) => {}
         }
     }
+    // Content and metadata under the digest's lock, so that GC cannot delete the content
+    // between the write and the metadata that references it.
+    let lock = st.blob_lock(&digest).await?;
     st.blobs.put_bytes(&digest, body.clone()).await?;
     let record = ManifestRecord {
         digest: digest.clone(),
@@ -274,7 +277,13 @@ pub async fn put(st: &AppState, name: &str, reference: &str, req: Request) -> Ap
         blobs: parsed.required_blobs().map(|d| d.digest.clone()).collect(),
         children: parsed.manifests.iter().map(|d| d.digest.clone()).collect(),
     };
-    st.meta.put_manifest(name, &new, &tags).await?;
+    match st.meta.put_manifest(name, &new, &tags).await {
+        Ok(()) => {}
+        // A reference disappeared since the checks above (garbage collection swept it).
+        Err(MetaError::ReferenceUnknown(d)) => return Err(blob_unknown(&d)),
+        Err(e) => return Err(e.into()),
+    }
+    drop(lock);
     let digest_str = digest.to_string();
     st.cache.invalidate(
         name,

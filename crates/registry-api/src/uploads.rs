@@ -130,6 +130,7 @@ async fn try_mount(
         return Ok(None);
     };
     let digest = parse_digest(mount)?;
+    let _lock = st.blob_lock(&digest).await?;
     let known = match query_get(pairs, "from") {
         Some(from) if validate_repository(from).is_ok() => st.meta.repo_blob(from, &digest).await?,
         Some(_) => None,
@@ -154,19 +155,23 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> ApiResult<Respons
         // Monolithic upload: the whole blob in this request.
         let digest = parse_digest(d)?;
         st.blobs.create_upload(&id).await?;
+        let mut lock = None;
         let result = async {
             st.blobs.append_upload(&id, None, body_stream(req)).await?;
-            st.blobs.commit_upload(&id, &digest).await
+            // Commit and link under the blob lock (see `AppState::blob_lock`).
+            lock = Some(st.blob_lock(&digest).await?);
+            Ok::<_, ApiError>(st.blobs.commit_upload(&id, &digest).await?)
         }
         .await;
         let size = match result {
             Ok(size) => size,
             Err(e) => {
                 let _ = st.blobs.cancel_upload(&id).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         st.meta.link_blob(name, &digest, size).await?;
+        drop(lock);
         return Ok(created(name, &digest));
     }
     st.blobs.create_upload(&id).await?;
@@ -229,6 +234,8 @@ pub async fn finish(st: &AppState, name: &str, id: &str, req: Request) -> ApiRes
         }
     };
     append(st, id, req).await?;
+    // Commit and link under the blob lock (see `AppState::blob_lock`).
+    let lock = st.blob_lock(&digest).await?;
     let size = match st.blobs.commit_upload(id, &digest).await {
         Ok(size) => size,
         Err(e @ (StorageError::DigestMismatch { .. } | StorageError::UploadUnknown(_))) => {
@@ -238,6 +245,7 @@ pub async fn finish(st: &AppState, name: &str, id: &str, req: Request) -> ApiRes
         Err(e) => return Err(e.into()),
     };
     st.meta.link_blob(name, &digest, size).await?;
+    drop(lock);
     st.meta.delete_upload(id).await?;
     Ok(created(name, &digest))
 }

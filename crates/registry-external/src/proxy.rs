@@ -238,6 +238,7 @@ impl Proxy {
             if let Some(size) = st.meta.any_blob(&digest).await?
                 && st.blobs.stat(&digest).await?.is_some()
             {
+                let _lock = st.blob_lock(&digest).await?;
                 st.meta.link_blob(name, &digest, size).await?;
                 return Ok(true);
             }
@@ -299,6 +300,8 @@ async fn store_manifest(
 ) -> Result<()> {
     let parsed = ParsedManifest::parse(&body, Some(media_type))
         .map_err(|e| ExternalError::Invalid(format!("upstream manifest: {e}")))?;
+    // Stored under the blob lock, as a client push is (see `AppState::blob_lock`).
+    let _lock = st.blob_lock(&digest).await?;
     st.blobs.put_bytes(&digest, body.clone()).await?;
     let record = ManifestRecord {
         digest: digest.clone(),
@@ -336,6 +339,7 @@ async fn tee(st: &AppState, name: &str, digest: Digest, resp: reqwest::Response)
     let (mut to_client, client_rx) = futures::channel::mpsc::channel::<std::io::Result<Bytes>>(4);
     let blobs = st.blobs.clone();
     let meta = st.meta.clone();
+    let locks = st.clone();
     let name = name.to_string();
     let store = {
         let (blobs, id) = (blobs.clone(), id.clone());
@@ -375,20 +379,29 @@ async fn tee(st: &AppState, name: &str, digest: Digest, resp: reqwest::Response)
         }
         drop(to_store);
         let appended = store.await;
+        // Commit and link under the blob lock, as a client push does.
+        let mut lock = None;
         let outcome = match (failure, appended) {
             (Some(f), _) => Err(f),
             (None, Err(e)) => Err(format!("storage task: {e}")),
             (None, Ok(Err(e))) => Err(e.to_string()),
-            (None, Ok(Ok(_))) => blobs
-                .commit_upload(&id, &d)
-                .await
-                .map_err(|e| e.to_string()),
+            (None, Ok(Ok(_))) => match locks.blob_lock(&d).await {
+                Ok(guard) => {
+                    lock = Some(guard);
+                    blobs
+                        .commit_upload(&id, &d)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.message),
+            },
         };
         match outcome {
             Ok(size) => {
                 if let Err(e) = meta.link_blob(&name, &d, size).await {
                     tracing::warn!(error = %e, "pull-through: linking the cached blob failed");
                 }
+                drop(lock);
                 tracing::info!(repository = %name, digest = %d, size, "pull-through: blob cached");
                 if let (Some(last), true) = (held, client_alive) {
                     let _ = to_client.send(Ok(last)).await;

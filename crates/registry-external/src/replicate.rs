@@ -230,12 +230,20 @@ pub async fn fetch_blob(
     let stream = resp.bytes_stream().map_err(std::io::Error::other).boxed();
     let id = format!("ext-{}", uuid::Uuid::new_v4().simple());
     st.blobs.create_upload(&id).await?;
-    let stored = async {
-        st.blobs.append_upload(&id, None, stream).await?;
-        st.blobs.commit_upload(&id, digest).await
+    if let Err(e) = st.blobs.append_upload(&id, None, stream).await {
+        let _ = st.blobs.cancel_upload(&id).await;
+        return Err(e.into());
     }
-    .await;
-    let size = match stored {
+    // Commit and link under the blob lock, as a client push does (see
+    // `AppState::blob_lock`): garbage collection cannot sweep the digest in between.
+    let _lock = match st.blob_lock(digest).await {
+        Ok(lock) => lock,
+        Err(e) => {
+            let _ = st.blobs.cancel_upload(&id).await;
+            return Err(e.into());
+        }
+    };
+    let size = match st.blobs.commit_upload(&id, digest).await {
         Ok(size) => size,
         Err(e) => {
             let _ = st.blobs.cancel_upload(&id).await;
@@ -285,6 +293,7 @@ impl Puller<'_> {
         if let Some(size) = self.st.meta.any_blob(digest).await?
             && self.st.blobs.stat(digest).await?.is_some()
         {
+            let _lock = self.st.blob_lock(digest).await?;
             self.st.meta.link_blob(self.target, digest, size).await?;
             self.stats.blobs_mounted += 1;
             return Ok(());

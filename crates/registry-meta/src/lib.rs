@@ -6,6 +6,8 @@
 
 pub mod sqlite;
 
+use std::time::SystemTime;
+
 use async_trait::async_trait;
 use oci_core::Digest;
 
@@ -23,6 +25,10 @@ pub enum MetaError {
     /// Stored data is not what this code wrote.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
+    /// A manifest references a blob or child manifest the repository does not have (checked
+    /// inside the manifest's transaction, so a concurrent garbage collection cannot race it).
+    #[error("referenced blob or manifest unknown: {0}")]
+    ReferenceUnknown(Digest),
 }
 
 /// Result alias for metadata operations.
@@ -166,4 +172,84 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn proxy_tag_checked(&self, repo: &str, tag: &str) -> Result<Option<i64>>;
     /// Record that a pull-through cache checked `repo:tag` upstream at `at`.
     async fn set_proxy_tag_checked(&self, repo: &str, tag: &str, at: i64) -> Result<()>;
+
+    // Garbage collection. Timestamps have whole-second resolution; "older than T" means
+    // stored before T's second. Every delete re-checks its condition in the same statement,
+    // so it is safe against concurrent pushes (which check their references inside the
+    // manifest transaction, see `put_manifest`).
+
+    /// Like [`MetaStore::repo_blob`], and when the link's timestamp is before `stale_before`
+    /// it is set to now: a client told that the blob exists may rely on it for a while.
+    async fn touch_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        stale_before: SystemTime,
+    ) -> Result<Option<u64>>;
+    /// Manifests ordered by (repository, digest), after `after`, at most `limit`.
+    async fn gc_manifests(
+        &self,
+        after: Option<(&str, &Digest)>,
+        limit: usize,
+    ) -> Result<Vec<GcManifest>>;
+    /// Blob rows with their repository links, ordered by digest, after `after`, at most
+    /// `limit` blobs.
+    async fn gc_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<GcBlob>>;
+    /// Delete a manifest of `repo` if it is older than `older_than`, untagged, no child of a
+    /// manifest of `repo`, and its subject (if any) is not a manifest of `repo`. Returns
+    /// whether it did.
+    async fn gc_delete_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        older_than: SystemTime,
+    ) -> Result<bool>;
+    /// Remove `repo`'s link to a blob if it is older than `older_than` and no manifest of
+    /// `repo` references the digest. Returns whether it did.
+    async fn gc_unlink_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        older_than: SystemTime,
+    ) -> Result<bool>;
+    /// Delete a blob row if it is older than `older_than` and no repository links it.
+    /// Returns whether it did.
+    async fn gc_delete_blob(&self, digest: &Digest, older_than: SystemTime) -> Result<bool>;
+    /// Whether content with this digest is still needed: a blob row, or a manifest in any
+    /// repository.
+    async fn digest_in_use(&self, digest: &Digest) -> Result<bool>;
+}
+
+/// A manifest as garbage collection sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcManifest {
+    /// Repository name.
+    pub repo: String,
+    /// Manifest digest.
+    pub digest: Digest,
+    /// Size of the manifest bytes.
+    pub size: u64,
+    /// Whether a tag points at it.
+    pub tagged: bool,
+    /// Its `subject`, if any.
+    pub subject: Option<Digest>,
+    /// Child manifests (of an index).
+    pub children: Vec<Digest>,
+    /// Config and layer blobs.
+    pub blobs: Vec<Digest>,
+    /// When it was last pushed.
+    pub created_at: SystemTime,
+}
+
+/// A blob row and the repositories that link it, as garbage collection sees them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcBlob {
+    /// Blob digest.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+    /// When the row was created.
+    pub created_at: SystemTime,
+    /// (repository, time the link was last asserted) for every repository linking it.
+    pub links: Vec<(String, SystemTime)>,
 }

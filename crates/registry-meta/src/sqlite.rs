@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::{
-    ExternalRegistryRecord, ManifestRecord, MetaError, MetaStore, NewManifest,
+    ExternalRegistryRecord, GcBlob, GcManifest, ManifestRecord, MetaError, MetaStore, NewManifest,
     ReplicationRuleRecord, Result,
 };
 
@@ -26,6 +26,18 @@ fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Whole seconds since the epoch (0 before it).
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The time a stored timestamp stands for.
+fn from_unix(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
 }
 
 fn parse_digest(s: String) -> Result<Digest> {
@@ -110,10 +122,12 @@ impl MetaStore for SqliteMeta {
             .bind(t)
             .execute(&mut *tx)
             .await?;
+        // Re-linking refreshes the link's timestamp: garbage collection's grace counts from
+        // the last time a client asserted the blob.
         sqlx::query(
             "INSERT INTO repository_blobs (repo_id, digest, created_at)
              SELECT id, ?, ? FROM repositories WHERE name = ?
-             ON CONFLICT(repo_id, digest) DO NOTHING",
+             ON CONFLICT(repo_id, digest) DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(digest.to_string())
         .bind(t)
@@ -200,9 +214,34 @@ impl MetaStore for SqliteMeta {
             .fetch_one(&mut *tx)
             .await?
             .get(0);
+        // References are checked here, inside the transaction, so that garbage collection
+        // (which deletes links and manifests only when nothing references them) cannot
+        // remove one between the check and the commit.
+        for d in &manifest.blobs {
+            let linked =
+                sqlx::query("SELECT 1 FROM repository_blobs WHERE repo_id = ? AND digest = ?")
+                    .bind(repo_id)
+                    .bind(d.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if linked.is_none() {
+                return Err(MetaError::ReferenceUnknown(d.clone()));
+            }
+        }
+        for d in &manifest.children {
+            let present = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?")
+                .bind(repo_id)
+                .bind(d.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if present.is_none() {
+                return Err(MetaError::ReferenceUnknown(d.clone()));
+            }
+        }
+        // Pushing a manifest again refreshes its timestamp (garbage collection's grace).
         sqlx::query(
             "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, annotations, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repo_id, digest) DO NOTHING",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repo_id, digest) DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(repo_id)
         .bind(&digest)
@@ -503,6 +542,211 @@ impl MetaStore for SqliteMeta {
         .await?;
         Ok(())
     }
+
+    async fn touch_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        stale_before: SystemTime,
+    ) -> Result<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT b.size, rb.created_at FROM repository_blobs rb
+             JOIN repositories r ON r.id = rb.repo_id
+             JOIN blobs b ON b.digest = rb.digest
+             WHERE r.name = ? AND rb.digest = ?",
+        )
+        .bind(repo)
+        .bind(digest.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let size = row.get::<i64, _>(0) as u64;
+        if row.get::<i64, _>(1) < unix(stale_before) {
+            let _w = self.write_lock.lock().await;
+            sqlx::query(
+                "UPDATE repository_blobs SET created_at = ?
+                 WHERE repo_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?",
+            )
+            .bind(now())
+            .bind(repo)
+            .bind(digest.to_string())
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(Some(size))
+    }
+
+    async fn gc_manifests(
+        &self,
+        after: Option<(&str, &Digest)>,
+        limit: usize,
+    ) -> Result<Vec<GcManifest>> {
+        let (after_repo, after_digest) = after
+            .map(|(r, d)| (r.to_string(), d.to_string()))
+            .unwrap_or_default();
+        let rows = sqlx::query(
+            "SELECT r.name, m.digest, m.size, m.subject, m.created_at,
+                    EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
+             FROM manifests m JOIN repositories r ON r.id = m.repo_id
+             WHERE (r.name, m.digest) > (?, ?)
+             ORDER BY r.name, m.digest LIMIT ?",
+        )
+        .bind(&after_repo)
+        .bind(&after_digest)
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(GcManifest {
+                repo: row.try_get(0)?,
+                digest: parse_digest(row.try_get(1)?)?,
+                size: row.try_get::<i64, _>(2)? as u64,
+                subject: row
+                    .try_get::<Option<String>, _>(3)?
+                    .map(parse_digest)
+                    .transpose()?,
+                created_at: from_unix(row.try_get(4)?),
+                tagged: row.try_get::<i64, _>(5)? != 0,
+                children: Vec::new(),
+                blobs: Vec::new(),
+            });
+        }
+        let Some(last) = out.last() else {
+            return Ok(out);
+        };
+        // The references of exactly this page's manifests, in one query.
+        let refs = sqlx::query(
+            "SELECT r.name, mr.parent, mr.child, mr.kind
+             FROM manifest_references mr JOIN repositories r ON r.id = mr.repo_id
+             WHERE (r.name, mr.parent) > (?, ?) AND (r.name, mr.parent) <= (?, ?)",
+        )
+        .bind(&after_repo)
+        .bind(&after_digest)
+        .bind(&last.repo)
+        .bind(last.digest.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let index: std::collections::HashMap<(String, String), usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ((m.repo.clone(), m.digest.to_string()), i))
+            .collect();
+        for row in &refs {
+            let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            let Some(&i) = index.get(&key) else { continue };
+            let child = parse_digest(row.try_get(2)?)?;
+            match row.try_get::<String, _>(3)?.as_str() {
+                "manifest" => out[i].children.push(child),
+                _ => out[i].blobs.push(child),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn gc_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<GcBlob>> {
+        let rows = sqlx::query(
+            "SELECT b.digest, b.size, b.created_at, r.name, rb.created_at
+             FROM (SELECT * FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?) b
+             LEFT JOIN repository_blobs rb ON rb.digest = b.digest
+             LEFT JOIN repositories r ON r.id = rb.repo_id
+             ORDER BY b.digest",
+        )
+        .bind(after.map(|d| d.to_string()).unwrap_or_default())
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<GcBlob> = Vec::new();
+        for row in &rows {
+            let digest = parse_digest(row.try_get(0)?)?;
+            if out.last().is_none_or(|b| b.digest != digest) {
+                out.push(GcBlob {
+                    digest,
+                    size: row.try_get::<i64, _>(1)? as u64,
+                    created_at: from_unix(row.try_get(2)?),
+                    links: Vec::new(),
+                });
+            }
+            if let Some(repo) = row.try_get::<Option<String>, _>(3)? {
+                let linked: i64 = row.try_get(4)?;
+                let blob = out.last_mut().expect("pushed above");
+                blob.links.push((repo, from_unix(linked)));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn gc_delete_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        older_than: SystemTime,
+    ) -> Result<bool> {
+        let _w = self.write_lock.lock().await;
+        let done = sqlx::query(
+            "DELETE FROM manifests AS m
+             WHERE m.repo_id = (SELECT id FROM repositories WHERE name = ?) AND m.digest = ?
+               AND m.created_at < ?
+               AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
+               AND NOT EXISTS (SELECT 1 FROM manifest_references mr
+                               WHERE mr.repo_id = m.repo_id AND mr.child = m.digest)
+               AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s
+                                                     WHERE s.repo_id = m.repo_id AND s.digest = m.subject))",
+        )
+        .bind(repo)
+        .bind(digest.to_string())
+        .bind(unix(older_than))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn gc_unlink_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        older_than: SystemTime,
+    ) -> Result<bool> {
+        let _w = self.write_lock.lock().await;
+        let done = sqlx::query(
+            "DELETE FROM repository_blobs AS rb
+             WHERE rb.repo_id = (SELECT id FROM repositories WHERE name = ?) AND rb.digest = ?
+               AND rb.created_at < ?
+               AND NOT EXISTS (SELECT 1 FROM manifest_references mr
+                               WHERE mr.repo_id = rb.repo_id AND mr.child = rb.digest)",
+        )
+        .bind(repo)
+        .bind(digest.to_string())
+        .bind(unix(older_than))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn gc_delete_blob(&self, digest: &Digest, older_than: SystemTime) -> Result<bool> {
+        let _w = self.write_lock.lock().await;
+        let done = sqlx::query(
+            "DELETE FROM blobs AS b
+             WHERE b.digest = ? AND b.created_at < ?
+               AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)",
+        )
+        .bind(digest.to_string())
+        .bind(unix(older_than))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn digest_in_use(&self, digest: &Digest) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)
+                 OR EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)",
+        )
+        .bind(digest.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>(0)? != 0)
+    }
 }
 
 #[cfg(test)]
@@ -574,6 +818,122 @@ mod tests {
         );
         assert!(meta.unlink_blob("a/b", &blob).await.unwrap());
         assert!(!meta.unlink_blob("a/b", &blob).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn gc_deletes_only_what_is_still_unreferenced_and_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(&dir.path().join("m.db")).await.unwrap();
+        let (used, loose) = (Digest::sha256_of(b"used"), Digest::sha256_of(b"loose"));
+        meta.link_blob("r", &used, 4).await.unwrap();
+        meta.link_blob("r", &loose, 5).await.unwrap();
+        let child = NewManifest {
+            record: rec(b"child", None),
+            blobs: vec![used.clone()],
+            children: vec![],
+        };
+        meta.put_manifest("r", &child, &[]).await.unwrap();
+        let idx = NewManifest {
+            record: rec(b"index", None),
+            blobs: vec![],
+            children: vec![child.record.digest.clone()],
+        };
+        meta.put_manifest("r", &idx, &["t".into()]).await.unwrap();
+        let sig = NewManifest {
+            record: rec(b"sig", Some(idx.record.digest.clone())),
+            blobs: vec![],
+            children: vec![],
+        };
+        meta.put_manifest("r", &sig, &[]).await.unwrap();
+        // Nothing is old yet.
+        let now = SystemTime::now();
+        assert!(!meta.gc_unlink_blob("r", &loose, now).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let cutoff = SystemTime::now() - Duration::from_secs(1);
+
+        let page = meta.gc_manifests(None, 2).await.unwrap();
+        let rest = meta
+            .gc_manifests(Some((&page[1].repo, &page[1].digest)), 10)
+            .await
+            .unwrap();
+        assert_eq!(page.len() + rest.len(), 3);
+        let all: Vec<_> = page.into_iter().chain(rest).collect();
+        let find = |d: &Digest| all.iter().find(|m| &m.digest == d).unwrap();
+        assert!(find(&idx.record.digest).tagged);
+        assert_eq!(
+            find(&idx.record.digest).children,
+            vec![child.record.digest.clone()]
+        );
+        assert_eq!(find(&child.record.digest).blobs, vec![used.clone()]);
+        assert_eq!(
+            find(&sig.record.digest).subject,
+            Some(idx.record.digest.clone())
+        );
+        let blobs = meta.gc_blobs(None, 10).await.unwrap();
+        assert_eq!(blobs.len(), 2);
+        assert!(
+            blobs
+                .iter()
+                .all(|b| b.links.len() == 1 && b.links[0].0 == "r")
+        );
+
+        // Referenced or tagged or listed or with a present subject: kept.
+        assert!(!meta.gc_unlink_blob("r", &used, cutoff).await.unwrap());
+        for m in [&idx, &child, &sig] {
+            assert!(
+                !meta
+                    .gc_delete_manifest("r", &m.record.digest, cutoff)
+                    .await
+                    .unwrap()
+            );
+        }
+        assert!(
+            !meta.gc_delete_blob(&loose, cutoff).await.unwrap(),
+            "still linked"
+        );
+        // Untagged, the index goes; then its child and its referrer can.
+        assert!(meta.delete_tag("r", "t").await.unwrap());
+        assert!(
+            meta.gc_delete_manifest("r", &idx.record.digest, cutoff)
+                .await
+                .unwrap()
+        );
+        assert!(
+            meta.gc_delete_manifest("r", &sig.record.digest, cutoff)
+                .await
+                .unwrap()
+        );
+        assert!(
+            meta.gc_delete_manifest("r", &child.record.digest, cutoff)
+                .await
+                .unwrap()
+        );
+        assert!(meta.gc_unlink_blob("r", &used, cutoff).await.unwrap());
+
+        // A link used (touch) or re-linked is fresh again.
+        assert_eq!(
+            meta.touch_blob("r", &loose, SystemTime::now())
+                .await
+                .unwrap(),
+            Some(5)
+        );
+        assert!(!meta.gc_unlink_blob("r", &loose, cutoff).await.unwrap());
+
+        // A manifest whose blob GC unlinked is refused inside its transaction.
+        let late = NewManifest {
+            record: rec(b"late", None),
+            blobs: vec![used.clone()],
+            children: vec![],
+        };
+        assert!(matches!(
+            meta.put_manifest("r", &late, &["x".into()]).await,
+            Err(MetaError::ReferenceUnknown(d)) if d == used
+        ));
+        assert!(meta.resolve_tag("r", "x").await.unwrap().is_none());
+        assert!(meta.digest_in_use(&used).await.unwrap(), "row still there");
+        assert!(meta.gc_delete_blob(&used, cutoff).await.unwrap());
+        assert!(!meta.digest_in_use(&used).await.unwrap());
+        assert!(!meta.digest_in_use(&idx.record.digest).await.unwrap());
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::ReaderStream;
 
 use crate::sequential::SequentialWriter;
-use crate::{BlobStore, ByteStream, Result, StorageError};
+use crate::{BlobInfo, BlobInfoStream, BlobStore, ByteStream, Result, StorageError};
 
 /// Chunks in flight between the request body and the writer / hasher threads (hyper hands
 /// over up to ~400 KiB per chunk, so this bounds a session's queued bytes to a few MiB).
@@ -35,6 +35,8 @@ const MMAP_CHUNK: usize = 16 << 20;
 const READ_AHEAD: usize = 64 << 20;
 /// Read buffer for serving small blobs.
 const READ_CHUNK: usize = 1 << 20;
+/// Listed blobs queued between the directory walk and its consumer.
+const LIST_DEPTH: usize = 256;
 
 /// Incremental hash state of one upload session, valid while `hashed` equals the file size.
 struct SessionState {
@@ -266,6 +268,68 @@ fn write_atomic(tmp_dir: &Path, dest: &Path, data: &[u8]) -> std::io::Result<()>
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Walk `blobs/<algorithm>/<xx>/<hex>` and send every well-named file. Stops early when
+/// the receiver is gone.
+fn walk_blobs(blobs: &Path, tx: &mpsc::Sender<Result<BlobInfo>>) -> std::io::Result<()> {
+    fn read(dir: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
+        match std::fs::read_dir(dir) {
+            Ok(rd) => rd.collect(),
+            // A prefix directory may be empty and gone; nothing to list.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+    // Subdirectories only (stray files at the upper levels are not blobs).
+    let read_dirs = |dir: &Path| -> std::io::Result<Vec<std::fs::DirEntry>> {
+        Ok(read(dir)?
+            .into_iter()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .collect())
+    };
+    for alg_dir in read_dirs(blobs)? {
+        let Some(alg) = alg_dir.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        for prefix in read_dirs(&alg_dir.path())? {
+            for file in read(&prefix.path())? {
+                let Some(hex) = file.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let Ok(digest) = format!("{alg}:{hex}").parse::<Digest>() else {
+                    continue;
+                };
+                // Only where `blob_path` puts it (anything else is not this store's).
+                if prefix.file_name().to_str() != hex.get(..2) {
+                    continue;
+                }
+                let meta = match file.metadata() {
+                    Ok(m) if m.is_file() => m,
+                    Ok(_) => continue,
+                    // Deleted since the directory was read.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                let info = BlobInfo {
+                    digest,
+                    size: meta.len(),
+                    modified: meta.modified()?,
+                };
+                if tx.blocking_send(Ok(info)).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A stream over a channel's items.
+fn tokio_stream_from<T: Send + 'static>(
+    rx: mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -503,6 +567,17 @@ impl BlobStore for FsBlobStore {
             Err(e) => not_found_as(e, || StorageError::UploadUnknown(id.to_string())),
         }
     }
+
+    fn list_blobs(&self) -> BlobInfoStream {
+        let blobs = self.root.join("blobs");
+        let (tx, rx) = mpsc::channel::<Result<BlobInfo>>(LIST_DEPTH);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = walk_blobs(&blobs, &tx) {
+                let _ = tx.blocking_send(Err(e.into()));
+            }
+        });
+        Box::pin(tokio_stream_from(rx))
+    }
 }
 
 #[cfg(test)]
@@ -588,6 +663,45 @@ mod tests {
             got.extend_from_slice(&b.unwrap());
         }
         assert_eq!(got, b"sec");
+    }
+
+    #[tokio::test]
+    async fn lists_committed_blobs_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let a = Digest::sha256_of(b"manifest");
+        store
+            .put_bytes(&a, Bytes::from_static(b"manifest"))
+            .await
+            .unwrap();
+        store.create_upload("u4").await.unwrap();
+        store
+            .append_upload("u4", None, body(vec![b"layer!"]))
+            .await
+            .unwrap();
+        let b = Digest::of(Algorithm::Sha512, b"layer!");
+        store.commit_upload("u4", &b).await.unwrap();
+        store.create_upload("u5").await.unwrap(); // in progress: not a blob
+        std::fs::write(dir.path().join("blobs/sha256/stray"), b"x").unwrap();
+        std::fs::write(
+            dir.path()
+                .join(format!("blobs/sha256/{}/junk", &a.hex()[..2])),
+            b"x",
+        )
+        .unwrap();
+        let mut listed: Vec<(Digest, u64)> = store
+            .list_blobs()
+            .map(|r| {
+                let info = r.unwrap();
+                assert!(info.modified <= std::time::SystemTime::now());
+                (info.digest, info.size)
+            })
+            .collect()
+            .await;
+        listed.sort();
+        let mut want = vec![(a, 8), (b, 6)];
+        want.sort();
+        assert_eq!(listed, want);
     }
 
     #[tokio::test]

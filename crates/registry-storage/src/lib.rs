@@ -22,6 +22,20 @@ pub use fs::FsBlobStore;
 /// A stream of bytes, as read from a request body or from storage.
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + 'static>>;
 
+/// A committed blob as listed by [`BlobStore::list_blobs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// The digest the content is stored under.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+    /// When the content was last written (put or committed).
+    pub modified: std::time::SystemTime,
+}
+
+/// A stream of listed blobs.
+pub type BlobInfoStream = Pin<Box<dyn Stream<Item = Result<BlobInfo>> + Send + 'static>>;
+
 /// Errors from a blob store.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -87,4 +101,11 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn commit_upload(&self, id: &str, digest: &Digest) -> Result<u64>;
     /// Discard a session.
     async fn cancel_upload(&self, id: &str) -> Result<()>;
+
+    /// Every committed blob (content written by `put_bytes` or `commit_upload`), each once,
+    /// in no particular order, streamed (a backend lists in pages and never holds the whole
+    /// listing). Entries whose name is not a digest are skipped. Blobs committed while the
+    /// listing runs may or may not appear; garbage collection only deletes blobs older than
+    /// its grace period, so that is harmless.
+    fn list_blobs(&self) -> BlobInfoStream;
 }

@@ -187,6 +187,28 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Run the `hyperregistry` binary with this server's environment (same data directory and
+    /// configuration) and `args`, e.g. `["gc", "--dry-run"]`.
+    pub fn run_cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hyperregistry"));
+        cmd.env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{}", self.port))
+            .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", self.root())
+            .env("RUST_LOG", "warn")
+            .args(args);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run hyperregistry")
+    }
+
+    /// Start the process again after [`Server::terminate`].
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        self.spawn().await;
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -292,9 +314,3 @@ pub fn require_tool(name: &str) -> bool {
     found
 }
 
-impl Server {
-    /// Start again (same port and data directory) after [`Server::terminate`].
-    pub async fn start_again(&mut self) {
-        self.spawn().await;
-    }
-}

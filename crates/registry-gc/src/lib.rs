@@ -1,0 +1,568 @@
+//! Garbage collection for hyperregistry.
+//!
+//! [`run`] works in three steps:
+//! 1. **Snapshot**: every manifest (with its tags, subject, children and blobs), every blob
+//!    row with its repository links, every piece of stored content.
+//! 2. **Mark** ([`plan`]): tagged manifests are live (with `delete_untagged`; otherwise every
+//!    manifest is), and so are manifests younger than the grace period; children of a live
+//!    index are live; a manifest whose `subject` is live is live (referrers, transitively).
+//!    What is not live is swept; links that no remaining manifest of their repository
+//!    references and that are older than the grace go; blob rows that no repository links
+//!    any more go; content that is neither a remaining blob nor a remaining manifest in any
+//!    repository goes when it is older than the grace (this includes orphans: content a
+//!    crash left without metadata).
+//! 3. **Sweep**: every deletion re-checks its condition where it happens (one conditional
+//!    SQL statement each), so pushes running meanwhile are safe: the registry checks a
+//!    manifest's references inside its own transaction, and content is deleted only under
+//!    the coordinator lock `keys::blob(digest)` that the registry holds while it commits a
+//!    blob or stores a manifest, after checking again that nothing uses the digest.
+//!
+//! The whole run holds `keys::GC`, so one replica at a time collects.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::TryStreamExt;
+use oci_core::Digest;
+use registry_coord::{CoordError, Coordinator, keys};
+use registry_meta::{GcBlob, GcManifest, MetaError, MetaStore};
+use registry_storage::{BlobInfo, BlobStore, StorageError};
+use serde::Serialize;
+
+/// Rows fetched per metadata page.
+const PAGE: usize = 1000;
+/// The GC lock expires after this if its holder dies.
+const GC_LOCK_TTL: Duration = Duration::from_secs(3600);
+/// A digest's lock expires after this if its holder dies.
+const BLOB_LOCK_TTL: Duration = Duration::from_secs(60);
+/// How long GC waits for a digest's lock (a commit may be re-hashing a large blob).
+const BLOB_LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// Errors from a garbage collection run.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// Another garbage collection holds the GC lock.
+    #[error("another garbage collection is running")]
+    Busy,
+    /// The metadata store failed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// The blob store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The coordinator failed.
+    #[error("coordination: {0}")]
+    Coord(#[from] CoordError),
+}
+
+/// Result alias for garbage collection.
+pub type Result<T> = std::result::Result<T, GcError>;
+
+/// What a run may do.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Compute and report, delete nothing.
+    pub dry_run: bool,
+    /// Also sweep manifests that no tag reaches (otherwise every manifest is kept).
+    pub delete_untagged: bool,
+    /// Nothing written or asserted more recently than this is deleted.
+    pub grace: Duration,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            dry_run: false,
+            delete_untagged: false,
+            grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What a run freed (or, in a dry run, would free).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct GcReport {
+    /// Whether this was a dry run (nothing deleted).
+    pub dry_run: bool,
+    /// Manifests deleted.
+    pub manifests_deleted: u64,
+    /// Repository blob links removed.
+    pub links_removed: u64,
+    /// Stored content objects deleted (blobs, manifests' bytes, orphans).
+    pub blobs_deleted: u64,
+    /// Bytes of the content deleted.
+    pub bytes_freed: u64,
+    /// Wall-clock time of the run.
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+    /// The (repository, digest) of every deleted manifest (for cache invalidation).
+    #[serde(skip)]
+    pub swept_manifests: Vec<(String, Digest)>,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Everything GC looked at.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Every manifest.
+    pub manifests: Vec<GcManifest>,
+    /// Every blob row with its links.
+    pub blobs: Vec<GcBlob>,
+    /// Every piece of stored content.
+    pub content: Vec<BlobInfo>,
+}
+
+/// What a run is to delete, before the per-item re-checks.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Manifests to sweep, as (repository, digest).
+    pub manifests: Vec<(String, Digest)>,
+    /// Links to remove, as (repository, digest).
+    pub links: Vec<(String, Digest)>,
+    /// Blob rows to delete.
+    pub blob_rows: Vec<Digest>,
+    /// Content to delete, with its size.
+    pub content: Vec<(Digest, u64)>,
+}
+
+/// Mark and plan the sweep: pure, from a snapshot and the cutoff (now minus the grace).
+pub fn plan(snap: &Snapshot, delete_untagged: bool, cutoff: SystemTime) -> Plan {
+    let ms = &snap.manifests;
+    let index: HashMap<(&str, &Digest), usize> = ms
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ((m.repo.as_str(), &m.digest), i))
+        .collect();
+    let mut referrers: HashMap<(&str, &Digest), Vec<usize>> = HashMap::new();
+    for (i, m) in ms.iter().enumerate() {
+        if let Some(s) = &m.subject {
+            referrers.entry((m.repo.as_str(), s)).or_default().push(i);
+        }
+    }
+    let mut live = vec![false; ms.len()];
+    let mut queue: Vec<usize> = ms
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !delete_untagged || m.tagged || m.created_at >= cutoff)
+        .map(|(i, _)| i)
+        .collect();
+    for &i in &queue {
+        live[i] = true;
+    }
+    while let Some(i) = queue.pop() {
+        let m = &ms[i];
+        let children = m
+            .children
+            .iter()
+            .filter_map(|c| index.get(&(m.repo.as_str(), c)).copied());
+        let refs = referrers
+            .get(&(m.repo.as_str(), &m.digest))
+            .into_iter()
+            .flatten()
+            .copied();
+        for j in children.chain(refs) {
+            if !live[j] {
+                live[j] = true;
+                queue.push(j);
+            }
+        }
+    }
+
+    let mut plan = Plan::default();
+    // Blobs referenced per repository, and content still needed anywhere.
+    let mut referenced: HashSet<(&str, &Digest)> = HashSet::new();
+    let mut needed: HashSet<&Digest> = HashSet::new();
+    for (i, m) in ms.iter().enumerate() {
+        if live[i] {
+            needed.insert(&m.digest);
+            for b in &m.blobs {
+                referenced.insert((m.repo.as_str(), b));
+            }
+        } else {
+            plan.manifests.push((m.repo.clone(), m.digest.clone()));
+        }
+    }
+    for b in &snap.blobs {
+        let mut links_left = 0;
+        for (repo, linked_at) in &b.links {
+            if *linked_at < cutoff && !referenced.contains(&(repo.as_str(), &b.digest)) {
+                plan.links.push((repo.clone(), b.digest.clone()));
+            } else {
+                links_left += 1;
+            }
+        }
+        if links_left == 0 && b.created_at < cutoff {
+            plan.blob_rows.push(b.digest.clone());
+        } else {
+            needed.insert(&b.digest);
+        }
+    }
+    for c in &snap.content {
+        if c.modified < cutoff && !needed.contains(&c.digest) {
+            plan.content.push((c.digest.clone(), c.size));
+        }
+    }
+    plan
+}
+
+/// Read everything GC needs, page by page.
+pub async fn snapshot(meta: &dyn MetaStore, blobs: &dyn BlobStore) -> Result<Snapshot> {
+    let mut snap = Snapshot::default();
+    loop {
+        let after = snap.manifests.last().map(|m| (m.repo.as_str(), &m.digest));
+        let page = meta.gc_manifests(after, PAGE).await?;
+        let done = page.len() < PAGE;
+        snap.manifests.extend(page);
+        if done {
+            break;
+        }
+    }
+    loop {
+        let after = snap.blobs.last().map(|b| &b.digest);
+        let page = meta.gc_blobs(after, PAGE).await?;
+        let done = page.len() < PAGE;
+        snap.blobs.extend(page);
+        if done {
+            break;
+        }
+    }
+    snap.content = blobs.list_blobs().try_collect().await?;
+    Ok(snap)
+}
+
+/// Run one garbage collection: snapshot, mark, sweep (unless `dry_run`), report.
+pub async fn run(
+    meta: Arc<dyn MetaStore>,
+    blobs: Arc<dyn BlobStore>,
+    coord: Arc<dyn Coordinator>,
+    opts: GcOptions,
+) -> Result<GcReport> {
+    let started = Instant::now();
+    let cutoff = SystemTime::now()
+        .checked_sub(opts.grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let _gc = match coord.lock(keys::GC, GC_LOCK_TTL, Duration::ZERO).await {
+        Ok(guard) => guard,
+        Err(CoordError::LockBusy(_)) => return Err(GcError::Busy),
+        Err(e) => return Err(e.into()),
+    };
+    let snap = snapshot(meta.as_ref(), blobs.as_ref()).await?;
+    let plan = plan(&snap, opts.delete_untagged, cutoff);
+    tracing::debug!(
+        manifests = snap.manifests.len(),
+        blobs = snap.blobs.len(),
+        content = snap.content.len(),
+        sweep_manifests = plan.manifests.len(),
+        sweep_links = plan.links.len(),
+        sweep_rows = plan.blob_rows.len(),
+        sweep_content = plan.content.len(),
+        "gc planned"
+    );
+    let mut report = GcReport {
+        dry_run: opts.dry_run,
+        ..GcReport::default()
+    };
+    if opts.dry_run {
+        report.manifests_deleted = plan.manifests.len() as u64;
+        report.links_removed = plan.links.len() as u64;
+        report.blobs_deleted = plan.content.len() as u64;
+        report.bytes_freed = plan.content.iter().map(|(_, s)| s).sum();
+        report.duration = started.elapsed();
+        return Ok(report);
+    }
+    sweep(&*meta, &*blobs, &*coord, &plan, cutoff, &mut report).await?;
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+async fn sweep(
+    meta: &dyn MetaStore,
+    blobs: &dyn BlobStore,
+    coord: &dyn Coordinator,
+    plan: &Plan,
+    cutoff: SystemTime,
+    report: &mut GcReport,
+) -> Result<()> {
+    // Manifests: a manifest is deleted only once no index lists it and its subject is gone,
+    // so parents and subjects go first; passes repeat while they make progress.
+    let mut pending: Vec<&(String, Digest)> = plan.manifests.iter().collect();
+    loop {
+        let before = pending.len();
+        let mut kept = Vec::new();
+        for item in pending {
+            let (repo, digest) = item;
+            if meta.gc_delete_manifest(repo, digest, cutoff).await? {
+                tracing::debug!(repository = %repo, %digest, "gc: manifest deleted");
+                report.swept_manifests.push((repo.clone(), digest.clone()));
+            } else {
+                kept.push(item);
+            }
+        }
+        pending = kept;
+        if pending.is_empty() || pending.len() == before {
+            break;
+        }
+    }
+    report.manifests_deleted = report.swept_manifests.len() as u64;
+    let repos: HashSet<&str> = report
+        .swept_manifests
+        .iter()
+        .map(|(r, _)| r.as_str())
+        .collect();
+    for repo in repos {
+        coord.invalidate(repo).await?;
+    }
+
+    for (repo, digest) in &plan.links {
+        if meta.gc_unlink_blob(repo, digest, cutoff).await? {
+            report.links_removed += 1;
+        }
+    }
+
+    // Blob rows and content, one digest at a time under its lock.
+    let rows: HashSet<&Digest> = plan.blob_rows.iter().collect();
+    let sizes: HashMap<&Digest, u64> = plan.content.iter().map(|(d, s)| (d, *s)).collect();
+    let mut digests: Vec<&Digest> = rows.iter().copied().chain(sizes.keys().copied()).collect();
+    digests.sort();
+    digests.dedup();
+    for digest in digests {
+        let _lock = coord
+            .lock(
+                &keys::blob(&digest.to_string()),
+                BLOB_LOCK_TTL,
+                BLOB_LOCK_WAIT,
+            )
+            .await?;
+        if rows.contains(digest) {
+            meta.gc_delete_blob(digest, cutoff).await?;
+        }
+        let Some(&size) = sizes.get(digest) else {
+            continue;
+        };
+        if meta.digest_in_use(digest).await? {
+            continue;
+        }
+        match blobs.delete(digest).await {
+            Ok(()) => {
+                tracing::debug!(%digest, size, "gc: content deleted");
+                report.blobs_deleted += 1;
+                report.bytes_freed += size;
+            }
+            Err(StorageError::BlobUnknown(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(n: u32) -> Digest {
+        Digest::sha256_of(&n.to_le_bytes())
+    }
+
+    fn old() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1000)
+    }
+
+    fn cutoff() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(2000)
+    }
+
+    fn new() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(3000)
+    }
+
+    fn m(repo: &str, n: u32, tagged: bool, blobs: &[u32]) -> GcManifest {
+        GcManifest {
+            repo: repo.into(),
+            digest: d(n),
+            size: 100,
+            tagged,
+            subject: None,
+            children: vec![],
+            blobs: blobs.iter().map(|b| d(*b)).collect(),
+            created_at: old(),
+        }
+    }
+
+    fn blob(n: u32, links: &[&str]) -> GcBlob {
+        GcBlob {
+            digest: d(n),
+            size: n as u64,
+            created_at: old(),
+            links: links.iter().map(|r| (r.to_string(), old())).collect(),
+        }
+    }
+
+    fn content(ns: &[u32]) -> Vec<BlobInfo> {
+        ns.iter()
+            .map(|n| BlobInfo {
+                digest: d(*n),
+                size: *n as u64,
+                modified: old(),
+            })
+            .collect()
+    }
+
+    fn names(v: &[(String, Digest)]) -> Vec<(String, Digest)> {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn run_against_real_stores_dry_run_busy_and_sweep() {
+        use bytes::Bytes;
+        use registry_meta::{ManifestRecord, NewManifest, SqliteMeta};
+        use registry_storage::FsBlobStore;
+
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FsBlobStore::open(dir.path()).unwrap();
+        let meta: Arc<dyn MetaStore> =
+            Arc::new(SqliteMeta::open(&dir.path().join("m.db")).await.unwrap());
+        let coord: Arc<dyn Coordinator> = Arc::new(registry_coord::LocalCoordinator::new());
+        let put = |data: &'static [u8]| {
+            let d = Digest::sha256_of(data);
+            let path = fs.blob_path(&d);
+            (d, data, path)
+        };
+        let (layer, junk, orphan, manifest) = (
+            put(b"layer"),
+            put(b"junk blob"),
+            put(b"orphan!"),
+            put(b"manifest"),
+        );
+        let blobs: Arc<dyn BlobStore> = Arc::new(fs);
+        for (d, data, _) in [&layer, &junk, &orphan, &manifest] {
+            blobs.put_bytes(d, Bytes::from_static(data)).await.unwrap();
+        }
+        meta.link_blob("r", &layer.0, 5).await.unwrap();
+        meta.link_blob("r", &junk.0, 9).await.unwrap();
+        let m = NewManifest {
+            record: ManifestRecord {
+                digest: manifest.0.clone(),
+                media_type: oci_core::manifest::OCI_MANIFEST.into(),
+                size: 8,
+                artifact_type: None,
+                subject: None,
+                annotations: None,
+            },
+            blobs: vec![layer.0.clone()],
+            children: vec![],
+        };
+        meta.put_manifest("r", &m, &[]).await.unwrap();
+        let opts = |dry_run, grace| GcOptions {
+            dry_run,
+            delete_untagged: false,
+            grace,
+        };
+        let go = |o: GcOptions| run(meta.clone(), blobs.clone(), coord.clone(), o);
+
+        let r = go(opts(false, Duration::from_secs(3600))).await.unwrap();
+        assert_eq!((r.links_removed, r.blobs_deleted, r.bytes_freed), (0, 0, 0));
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let grace = Duration::from_secs(1);
+        {
+            let _held = coord
+                .lock(keys::GC, Duration::from_secs(60), Duration::ZERO)
+                .await
+                .unwrap();
+            assert!(matches!(go(opts(false, grace)).await, Err(GcError::Busy)));
+        }
+        let dry = go(opts(true, grace)).await.unwrap();
+        let json = serde_json::to_value(&dry).unwrap();
+        assert_eq!(json["dry_run"], true);
+        assert_eq!(json["bytes_freed"], 16);
+        assert!(json["duration"].is_f64() && json.get("swept_manifests").is_none());
+        assert!(junk.2.exists() && orphan.2.exists());
+        let r = go(opts(false, grace)).await.unwrap();
+        assert_eq!(
+            (
+                r.manifests_deleted,
+                r.links_removed,
+                r.blobs_deleted,
+                r.bytes_freed
+            ),
+            (0, 1, 2, 16)
+        );
+        assert_eq!(
+            (dry.manifests_deleted, dry.links_removed, dry.blobs_deleted),
+            (0, 1, 2)
+        );
+        assert!(!junk.2.exists() && !orphan.2.exists());
+        assert!(layer.2.exists() && manifest.2.exists());
+        assert_eq!(meta.repo_blob("r", &junk.0).await.unwrap(), None);
+        assert_eq!(meta.repo_blob("r", &layer.0).await.unwrap(), Some(5));
+    }
+
+    #[test]
+    fn marks_index_children_and_referrers_transitively() {
+        // a: tag -> index 1 -> manifest 2 (blob 10); 3 refers to 1; 4 refers to 3;
+        // 5 untagged (blob 11); 6 refers to 5.
+        let mut idx = m("a", 1, true, &[]);
+        idx.children = vec![d(2)];
+        let mut sig = m("a", 3, false, &[12]);
+        sig.subject = Some(d(1));
+        let mut sig2 = m("a", 4, false, &[]);
+        sig2.subject = Some(d(3));
+        let mut orphan_sig = m("a", 6, false, &[]);
+        orphan_sig.subject = Some(d(5));
+        let snap = Snapshot {
+            manifests: vec![
+                idx,
+                m("a", 2, false, &[10]),
+                sig,
+                sig2,
+                m("a", 5, false, &[11]),
+                orphan_sig,
+            ],
+            blobs: vec![blob(10, &["a"]), blob(11, &["a"]), blob(12, &["a"])],
+            content: content(&[1, 2, 3, 4, 5, 6, 10, 11, 12]),
+        };
+        let p = plan(&snap, true, cutoff());
+        assert_eq!(
+            names(&p.manifests),
+            names(&[("a".into(), d(5)), ("a".into(), d(6))])
+        );
+        assert_eq!(p.links, vec![("a".to_string(), d(11))]);
+        assert_eq!(p.blob_rows, vec![d(11)]);
+        let mut gone: Vec<_> = p.content.iter().map(|(d, _)| d.clone()).collect();
+        gone.sort();
+        let mut want = vec![d(5), d(6), d(11)];
+        want.sort();
+        assert_eq!(gone, want);
+
+        // Without delete_untagged every manifest is a root.
+        let p = plan(&snap, false, cutoff());
+        assert!(p.manifests.is_empty() && p.links.is_empty() && p.content.is_empty());
+    }
+
+    #[test]
+    fn shared_layers_young_things_and_orphans() {
+        let mut young = m("c", 7, false, &[21]);
+        young.created_at = new();
+        let mut fresh_link = blob(22, &["c"]);
+        fresh_link.links[0].1 = new();
+        let mut fresh_content = content(&[30, 31]);
+        fresh_content[1].modified = new();
+        let snap = Snapshot {
+            // Layer 20 is linked in a and b, used only by b's image.
+            manifests: vec![m("b", 2, true, &[20]), young],
+            blobs: vec![blob(20, &["a", "b"]), blob(21, &["c"]), fresh_link],
+            // 30 and 31 have no metadata at all; 31 is too young to go.
+            content: [content(&[2, 7, 20, 21, 22]), fresh_content].concat(),
+        };
+        let p = plan(&snap, true, cutoff());
+        assert!(p.manifests.is_empty(), "young untagged manifests stay");
+        assert_eq!(p.links, vec![("a".to_string(), d(20))]);
+        assert!(p.blob_rows.is_empty());
+        assert_eq!(p.content, vec![(d(30), 30)]);
+    }
+}
