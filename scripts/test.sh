@@ -17,6 +17,8 @@ missing=()
 for entry in "${needed[@]}"; do
     command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
 done
+# PostgreSQL's server programs are not on PATH: look in Debian's versioned directory.
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 if ((${#missing[@]})); then
     echo "==> installing ${missing[*]}"
     sudo_cmd=()
@@ -30,10 +32,18 @@ fi
 # loopback registries and run containers with --network none). Stopped again on exit if
 # this script started it.
 started_dockerd=""
+pg_dir=""
+pg_as=()
 cleanup() {
     if [ -n "$started_dockerd" ]; then
         kill "$started_dockerd" 2>/dev/null || true
         wait "$started_dockerd" 2>/dev/null || true
+    fi
+    if [ -n "$pg_dir" ]; then
+        if [ -e "$pg_dir/data/postmaster.pid" ]; then
+            "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null 2>&1 || true
+        fi
+        rm -rf "$pg_dir"
     fi
 }
 trap cleanup EXIT
@@ -47,6 +57,31 @@ if ! docker info >/dev/null 2>&1; then
     done
     docker info >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 /tmp/hyper-ci-dockerd.log; exit 1; }
 fi
+
+# One PostgreSQL server for the whole run; tests create a fresh database each on it
+# (HYPER_TEST_POSTGRES_URL). Trust authentication on a loopback port, data in a temporary
+# directory, fsync off; as root it runs as the postgres user (it refuses to run as root).
+pg_bin=$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -n 1)
+pg_dir=$(mktemp -d /tmp/hyper-ci-pg.XXXXXX)
+if [ "$(id -u)" -eq 0 ]; then
+    chown postgres:postgres "$pg_dir"
+    pg_as=(runuser -u postgres --)
+fi
+echo "==> starting PostgreSQL ($pg_bin)"
+"${pg_as[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U postgres -A trust -E UTF8 --locale=C --no-sync \
+    >"$pg_dir/initdb.log" 2>&1 || { echo "initdb failed:"; cat "$pg_dir/initdb.log"; exit 1; }
+pg_port=""
+for _ in 1 2 3 4 5; do
+    port=$((20000 + RANDOM % 30000))
+    if "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/postgres.log" -w -t 60 \
+        -o "-h 127.0.0.1 -p $port -k $pg_dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+        start >/dev/null 2>&1; then
+        pg_port=$port
+        break
+    fi
+done
+[ -n "$pg_port" ] || { echo "PostgreSQL did not start:"; tail -20 "$pg_dir/postgres.log"; exit 1; }
+export HYPER_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
 
 export HYPER_REQUIRE_TOOLS=1
 echo "==> cargo fmt --check"

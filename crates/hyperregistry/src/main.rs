@@ -8,11 +8,10 @@ mod config;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use registry_api::AppState;
-use registry_meta::{MetaStore, SqliteMeta};
 use registry_storage::{BlobStore, FsBlobStore};
 use tracing_subscriber::EnvFilter;
 
@@ -95,14 +94,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening blob storage in {}", root.display()))?
         .with_max_upload(cfg.storage.maxblobsize);
     let url = cfg.database_url();
-    if !url.starts_with("sqlite:") {
-        bail!("unsupported database URL {url:?}: this build supports sqlite:// URLs");
-    }
-    let meta = Arc::new(
-        SqliteMeta::connect(&url)
-            .await
-            .context("opening the metadata database")?,
-    );
+    let meta = registry_meta::connect(&url).await.with_context(|| {
+        format!(
+            "opening the metadata database {}",
+            registry_meta::redact(&url)
+        )
+    })?;
     // Upload files without a session row belong to monolithic uploads that a crash cut
     // short (they never get one): nothing can finish them.
     let mut orphans = 0;

@@ -6,9 +6,23 @@ use common::*;
 use oci_core::{Algorithm, Digest};
 use reqwest::{Method, StatusCode};
 
-#[tokio::test]
-async fn base_endpoint_announces_the_api_version() {
-    let s = Server::start().await;
+// Every test below runs once per engine combination: `NAME::<meta>::<storage>`.
+backend_tests!(
+    base_endpoint_announces_the_api_version,
+    blob_get_head_ranges_and_delete,
+    chunked_upload_with_status_out_of_order_and_final_chunk,
+    wrong_digests_keep_nothing,
+    sha512_blobs_are_verified,
+    cancel_and_mount,
+    manifests_put_get_negotiate_and_delete,
+    manifest_validation_errors,
+    docker_schema2_and_indexes,
+    referrers_with_subject_and_filter,
+    tags_and_catalog_paginate_in_lexical_order,
+);
+
+async fn base_endpoint_announces_the_api_version(backend: Backend) {
+    let s = Server::start_on(backend).await;
     for path in ["/v2/", "/v2"] {
         let r = s.req(Method::GET, path).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
@@ -26,9 +40,8 @@ async fn base_endpoint_announces_the_api_version() {
     assert_error(r, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
 }
 
-#[tokio::test]
-async fn blob_get_head_ranges_and_delete() {
-    let s = Server::start().await;
+async fn blob_get_head_ranges_and_delete(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let data = bytes(3000, 1);
     let d = s.push_blob("lib/app", &data).await;
     let path = format!("/v2/lib/app/blobs/{d}");
@@ -183,9 +196,8 @@ fn split<'a>(mut hay: &'a [u8], sep: &[u8]) -> Vec<&'a [u8]> {
     out
 }
 
-#[tokio::test]
-async fn chunked_upload_with_status_out_of_order_and_final_chunk() {
-    let s = Server::start().await;
+async fn chunked_upload_with_status_out_of_order_and_final_chunk(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let data = bytes(100_000, 2);
     let d = Digest::sha256_of(&data);
     let r = s
@@ -307,9 +319,8 @@ async fn chunked_upload_with_status_out_of_order_and_final_chunk() {
     .await;
 }
 
-#[tokio::test]
-async fn wrong_digests_keep_nothing() {
-    let s = Server::start().await;
+async fn wrong_digests_keep_nothing(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let data = b"the real content".to_vec();
     let claimed = Digest::sha256_of(b"something else");
     let r = s
@@ -366,9 +377,8 @@ async fn wrong_digests_keep_nothing() {
     assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 }
 
-#[tokio::test]
-async fn sha512_blobs_are_verified() {
-    let s = Server::start().await;
+async fn sha512_blobs_are_verified(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let data = bytes(5000, 3);
     let d = Digest::of(Algorithm::Sha512, &data);
     let r = s
@@ -398,9 +408,8 @@ async fn sha512_blobs_are_verified() {
     assert_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 }
 
-#[tokio::test]
-async fn cancel_and_mount() {
-    let s = Server::start().await;
+async fn cancel_and_mount(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let loc = s.start_upload("a").await;
     assert_eq!(
         s.req(Method::DELETE, &loc).send().await.unwrap().status(),
@@ -491,9 +500,8 @@ async fn cancel_and_mount() {
     assert_eq!(count_files(&s.root().join("blobs")), 1);
 }
 
-#[tokio::test]
-async fn manifests_put_get_negotiate_and_delete() {
-    let s = Server::start().await;
+async fn manifests_put_get_negotiate_and_delete(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let (m, d) = s.push_image("shop/web", "v1", b"layer-one").await;
 
     let r = s
@@ -659,9 +667,8 @@ async fn manifests_put_get_negotiate_and_delete() {
     .await;
 }
 
-#[tokio::test]
-async fn manifest_validation_errors() {
-    let s = Server::start().await;
+async fn manifest_validation_errors(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let cfg = s.push_blob("v", b"{}").await;
     let missing = Digest::sha256_of(b"not pushed");
     let m = image_manifest(&cfg, 2, &[(missing.clone(), 10)], None);
@@ -780,9 +787,8 @@ async fn manifest_validation_errors() {
     .await;
 }
 
-#[tokio::test]
-async fn docker_schema2_and_indexes() {
-    let s = Server::start().await;
+async fn docker_schema2_and_indexes(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let cfg = s.push_blob("multi", b"{\"os\":\"linux\"}").await;
     let layer = s.push_blob("multi", b"docker layer").await;
     let dm = serde_json::to_vec(&serde_json::json!({
@@ -828,9 +834,8 @@ async fn docker_schema2_and_indexes() {
     .await;
 }
 
-#[tokio::test]
-async fn referrers_with_subject_and_filter() {
-    let s = Server::start().await;
+async fn referrers_with_subject_and_filter(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let (m, subject) = s.push_image("art", "v1", b"payload").await;
     let empty = s.push_blob("art", b"{}").await;
     let mk = |artifact_type: &str, note: &str| {
@@ -908,9 +913,8 @@ async fn referrers_with_subject_and_filter() {
     .await;
 }
 
-#[tokio::test]
-async fn tags_and_catalog_paginate_in_lexical_order() {
-    let s = Server::start().await;
+async fn tags_and_catalog_paginate_in_lexical_order(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let (m, _) = s.push_image("page/me", "zeta", b"l").await;
     for t in ["alpha", "Beta", "gamma", "delta", "1.0"] {
         assert_eq!(

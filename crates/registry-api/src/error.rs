@@ -168,6 +168,14 @@ impl IntoResponse for ApiError {
 
 impl From<MetaError> for ApiError {
     fn from(e: MetaError) -> ApiError {
+        if let MetaError::MissingReference(d) = &e {
+            // A blob unlinked (or child deleted) after the handler checked it.
+            return ApiError::new(
+                ErrorCode::ManifestBlobUnknown,
+                "manifest references a blob or manifest unknown to registry",
+            )
+            .detail(serde_json::json!({ "digest": d.to_string() }));
+        }
         ApiError::new(ErrorCode::Unknown, format!("metadata: {e}"))
     }
 }

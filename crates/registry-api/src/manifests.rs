@@ -280,7 +280,7 @@ pub async fn put(st: &AppState, name: &str, reference: &str, req: Request) -> Ap
     match st.meta.put_manifest(name, &new, &tags).await {
         Ok(()) => {}
         // A reference disappeared since the checks above (garbage collection swept it).
-        Err(MetaError::ReferenceUnknown(d)) => return Err(blob_unknown(&d)),
+        Err(MetaError::MissingReference(d)) => return Err(blob_unknown(&d)),
         Err(e) => return Err(e.into()),
     }
     drop(lock);

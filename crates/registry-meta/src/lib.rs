@@ -3,7 +3,10 @@
 //!
 //! [`MetaStore`] is the interface the HTTP API uses; [`sqlite::SqliteMeta`] is the embedded
 //! default. Blob *content* lives in `registry-storage`; this crate only records facts about it.
+//! [`postgres::PgMeta`] keeps the same facts in PostgreSQL, shared by several replicas;
+//! [`connect`] picks the engine from a URL.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::time::SystemTime;
@@ -11,6 +14,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use oci_core::Digest;
 
+pub use postgres::PgMeta;
 pub use sqlite::SqliteMeta;
 
 /// Errors from a metadata store.
@@ -25,10 +29,16 @@ pub enum MetaError {
     /// Stored data is not what this code wrote.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
+    /// The database URL names an engine this build does not know.
+    #[error("unsupported database URL scheme in {0:?} (expected sqlite: or postgres:)")]
+    UnsupportedUrl(String),
     /// A manifest references a blob or child manifest the repository does not have (checked
-    /// inside the manifest's transaction, so a concurrent garbage collection cannot race it).
-    #[error("referenced blob or manifest unknown: {0}")]
-    ReferenceUnknown(Digest),
+    /// inside the transaction that stores the manifest).
+    #[error("manifest references {0}, which the repository does not have")]
+    MissingReference(Digest),
+    /// No upload session has this id.
+    #[error("upload session {0} unknown")]
+    UnknownUpload(String),
 }
 
 /// Result alias for metadata operations.
@@ -218,6 +228,14 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Whether content with this digest is still needed: a blob row, or a manifest in any
     /// repository.
     async fn digest_in_use(&self, digest: &Digest) -> Result<bool>;
+    /// The opaque state a blob store recorded for an upload session. `None` when the session
+    /// is unknown or nothing was recorded yet (tell them apart with [`MetaStore::upload_repo`]).
+    async fn upload_state(&self, id: &str) -> Result<Option<Vec<u8>>>;
+    /// Replace the opaque state of an upload session. An unknown session (never created, or
+    /// already deleted) is [`MetaError::UnknownUpload`]; nothing is stored then.
+    async fn set_upload_state(&self, id: &str, state: &[u8]) -> Result<()>;
+    /// Close the connections (SQLite: flush the WAL). Call once, at shutdown.
+    async fn close(&self) {}
 }
 
 /// A manifest as garbage collection sees it.
@@ -252,4 +270,33 @@ pub struct GcBlob {
     pub created_at: SystemTime,
     /// (repository, time the link was last asserted) for every repository linking it.
     pub links: Vec<(String, SystemTime)>,
+}
+
+/// Open the metadata store a URL names: `sqlite:` (embedded) or `postgres:`/`postgresql:`,
+/// applying the engine's migrations.
+pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn MetaStore>> {
+    let scheme = url
+        .split_once(':')
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    match scheme.as_str() {
+        "sqlite" => Ok(std::sync::Arc::new(SqliteMeta::connect(url).await?)),
+        "postgres" | "postgresql" => Ok(std::sync::Arc::new(PgMeta::connect(url).await?)),
+        _ => Err(MetaError::UnsupportedUrl(redact(url))),
+    }
+}
+
+/// A URL with any password replaced by `***`, fit for errors and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }

@@ -225,7 +225,7 @@ impl MetaStore for SqliteMeta {
                     .fetch_optional(&mut *tx)
                     .await?;
             if linked.is_none() {
-                return Err(MetaError::ReferenceUnknown(d.clone()));
+                return Err(MetaError::MissingReference(d.clone()));
             }
         }
         for d in &manifest.children {
@@ -235,7 +235,7 @@ impl MetaStore for SqliteMeta {
                 .fetch_optional(&mut *tx)
                 .await?;
             if present.is_none() {
-                return Err(MetaError::ReferenceUnknown(d.clone()));
+                return Err(MetaError::MissingReference(d.clone()));
             }
         }
         // Pushing a manifest again refreshes its timestamp (garbage collection's grace).
@@ -747,6 +747,31 @@ impl MetaStore for SqliteMeta {
         .await?;
         Ok(row.try_get::<i64, _>(0)? != 0)
     }
+
+    async fn upload_state(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT state FROM uploads WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|r| r.get::<Option<Vec<u8>>, _>(0)))
+    }
+
+    async fn set_upload_state(&self, id: &str, state: &[u8]) -> Result<()> {
+        let _w = self.write_lock.lock().await;
+        let done = sqlx::query("UPDATE uploads SET state = ? WHERE id = ?")
+            .bind(state)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(MetaError::UnknownUpload(id.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
 }
 
 #[cfg(test)]
@@ -762,62 +787,6 @@ mod tests {
             subject,
             annotations: None,
         }
-    }
-
-    #[tokio::test]
-    async fn tags_manifests_and_membership() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = SqliteMeta::open(&dir.path().join("m.db")).await.unwrap();
-        let blob = Digest::sha256_of(b"layer");
-        assert!(!meta.repository_exists("a/b").await.unwrap());
-        meta.link_blob("a/b", &blob, 5).await.unwrap();
-        meta.link_blob("a/b", &blob, 5).await.unwrap();
-        assert!(meta.repository_exists("a/b").await.unwrap());
-        assert_eq!(meta.repo_blob("a/b", &blob).await.unwrap(), Some(5));
-        assert_eq!(meta.repo_blob("c", &blob).await.unwrap(), None);
-        assert_eq!(meta.any_blob(&blob).await.unwrap(), Some(5));
-
-        let m = NewManifest {
-            record: rec(b"m1", None),
-            blobs: vec![blob.clone()],
-            children: vec![],
-        };
-        meta.put_manifest("a/b", &m, &["v1".into(), "latest".into()])
-            .await
-            .unwrap();
-        assert_eq!(
-            meta.resolve_tag("a/b", "v1").await.unwrap().unwrap().digest,
-            m.record.digest
-        );
-        assert_eq!(
-            meta.list_tags("a/b", None, 10).await.unwrap(),
-            vec!["latest", "v1"]
-        );
-        assert_eq!(
-            meta.list_tags("a/b", Some("latest"), 10).await.unwrap(),
-            vec!["v1"]
-        );
-
-        let r = NewManifest {
-            record: rec(b"sig", Some(m.record.digest.clone())),
-            blobs: vec![],
-            children: vec![],
-        };
-        meta.put_manifest("a/b", &r, &[]).await.unwrap();
-        assert_eq!(
-            meta.referrers("a/b", &m.record.digest).await.unwrap().len(),
-            1
-        );
-
-        let removed = meta.delete_manifest("a/b", &m.record.digest).await.unwrap();
-        assert_eq!(removed, Some(vec!["latest".to_string(), "v1".to_string()]));
-        assert!(meta.resolve_tag("a/b", "v1").await.unwrap().is_none());
-        assert_eq!(
-            meta.delete_manifest("a/b", &m.record.digest).await.unwrap(),
-            None
-        );
-        assert!(meta.unlink_blob("a/b", &blob).await.unwrap());
-        assert!(!meta.unlink_blob("a/b", &blob).await.unwrap());
     }
 
     #[tokio::test]
@@ -927,7 +896,7 @@ mod tests {
         };
         assert!(matches!(
             meta.put_manifest("r", &late, &["x".into()]).await,
-            Err(MetaError::ReferenceUnknown(d)) if d == used
+            Err(MetaError::MissingReference(d)) if d == used
         ));
         assert!(meta.resolve_tag("r", "x").await.unwrap().is_none());
         assert!(meta.digest_in_use(&used).await.unwrap(), "row still there");
@@ -936,34 +905,4 @@ mod tests {
         assert!(!meta.digest_in_use(&idx.record.digest).await.unwrap());
     }
 
-    #[tokio::test]
-    async fn uploads_and_catalog() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.db");
-        {
-            let meta = SqliteMeta::open(&path).await.unwrap();
-            meta.create_upload("u1", "x/y").await.unwrap();
-            for name in ["b", "a", "c/d"] {
-                meta.link_blob(name, &Digest::sha256_of(b"z"), 1)
-                    .await
-                    .unwrap();
-            }
-            meta.close().await;
-        }
-        let meta = SqliteMeta::open(&path).await.unwrap();
-        assert_eq!(
-            meta.upload_repo("u1").await.unwrap().as_deref(),
-            Some("x/y")
-        );
-        meta.delete_upload("u1").await.unwrap();
-        assert_eq!(meta.upload_repo("u1").await.unwrap(), None);
-        assert_eq!(
-            meta.list_repositories(None, 2).await.unwrap(),
-            vec!["a", "b"]
-        );
-        assert_eq!(
-            meta.list_repositories(Some("b"), 2).await.unwrap(),
-            vec!["c/d"]
-        );
-    }
 }

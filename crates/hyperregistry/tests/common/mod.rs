@@ -314,3 +314,165 @@ pub fn require_tool(name: &str) -> bool {
     found
 }
 
+/// The engines a test registry runs on: one metadata engine and one blob storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backend {
+    /// Where metadata lives.
+    pub meta: Meta,
+    /// Where blobs live.
+    pub storage: Storage,
+}
+
+/// Metadata engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meta {
+    /// SQLite in the data directory (the default).
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server.
+    Postgres,
+}
+
+/// Blob storage engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// The filesystem under the data directory (the default).
+    Fs,
+}
+
+impl Meta {
+    /// Every metadata engine.
+    pub const ALL: &[Meta] = &[Meta::Sqlite, Meta::Postgres];
+
+    /// Whether its service is usable (a missing one fails under HYPER_REQUIRE_TOOLS=1).
+    pub fn available(self) -> bool {
+        match self {
+            Meta::Sqlite => true,
+            Meta::Postgres => test_support::postgres::available(),
+        }
+    }
+
+    /// Environment for a new registry on this engine (fresh, empty state).
+    pub fn env(self) -> Vec<(String, String)> {
+        match self {
+            Meta::Sqlite => vec![],
+            Meta::Postgres => vec![(
+                "REGISTRY_DATABASE_URL".into(),
+                test_support::postgres::database_url(),
+            )],
+        }
+    }
+}
+
+impl Storage {
+    /// Every blob storage engine.
+    pub const ALL: &[Storage] = &[Storage::Fs];
+
+    /// Whether its service is usable (a missing one fails under HYPER_REQUIRE_TOOLS=1).
+    pub fn available(self) -> bool {
+        match self {
+            Storage::Fs => true,
+        }
+    }
+
+    /// Environment for a new registry on this engine (fresh, empty state).
+    pub fn env(self) -> Vec<(String, String)> {
+        match self {
+            Storage::Fs => vec![],
+        }
+    }
+}
+
+impl Backend {
+    /// Every combination of engines.
+    pub fn all() -> Vec<Backend> {
+        Meta::ALL
+            .iter()
+            .flat_map(|&meta| {
+                Storage::ALL
+                    .iter()
+                    .map(move |&storage| Backend { meta, storage })
+            })
+            .collect()
+    }
+
+    /// Whether every service it needs is usable.
+    pub fn available(self) -> bool {
+        self.meta.available() && self.storage.available()
+    }
+
+    /// Environment for a new registry on these engines.
+    pub fn env(self) -> Vec<(String, String)> {
+        let mut env = self.meta.env();
+        env.extend(self.storage.env());
+        env
+    }
+}
+
+impl Server {
+    /// Start a registry on fresh state of the given engines (restarts keep that state).
+    pub async fn start_on(backend: Backend) -> Server {
+        let env = backend.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let s = Server::start_with_env(&env).await;
+        // The server really runs on the engine asked for.
+        assert_eq!(
+            s.root().join("metadata.db").exists(),
+            backend.meta == Meta::Sqlite,
+            "{backend:?}: metadata.db in the data directory"
+        );
+        s
+    }
+}
+
+/// For each `async fn NAME(backend: Backend)` named, one `#[tokio::test]` per engine
+/// combination, as `NAME::<meta>::<storage>` (e.g. `blob_uploads::postgres::fs`), skipped
+/// (or failed under HYPER_REQUIRE_TOOLS=1) when a service is missing. A new engine is one
+/// line in `backend_tests_meta!` or `backend_tests_storage!`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                $crate::backend_tests_meta!($test);
+            }
+        )*
+    };
+}
+
+/// One module per metadata engine (see `backend_tests!`).
+#[macro_export]
+macro_rules! backend_tests_meta {
+    ($test:ident) => {
+        mod sqlite {
+            $crate::backend_tests_storage!($test, $crate::common::Meta::Sqlite);
+        }
+        mod postgres {
+            $crate::backend_tests_storage!($test, $crate::common::Meta::Postgres);
+        }
+    };
+}
+
+/// One test per blob storage engine (see `backend_tests!`).
+#[macro_export]
+macro_rules! backend_tests_storage {
+    ($test:ident, $meta:expr) => {
+        $crate::backend_test!(fs, $test, $meta, $crate::common::Storage::Fs);
+    };
+}
+
+/// One test of `backend_tests!`.
+#[macro_export]
+macro_rules! backend_test {
+    ($name:ident, $test:ident, $meta:expr, $storage:expr) => {
+        #[tokio::test]
+        async fn $name() {
+            let backend = $crate::common::Backend {
+                meta: $meta,
+                storage: $storage,
+            };
+            if backend.available() {
+                $crate::$test(backend).await;
+            }
+        }
+    };
+}
