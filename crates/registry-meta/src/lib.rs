@@ -56,6 +56,85 @@ pub struct NewManifest {
     pub children: Vec<Digest>,
 }
 
+/// One repository as the management API lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepositorySummary {
+    /// Repository name.
+    pub name: String,
+    /// Number of tags.
+    pub tag_count: u64,
+    /// Bytes of its manifests plus the distinct blobs they reference.
+    pub total_size: u64,
+    /// Latest of: repository creation, manifest push, tag update (Unix seconds).
+    pub last_update: i64,
+}
+
+/// One tag as the management API lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagSummary {
+    /// Repository name.
+    pub repository: String,
+    /// Tag name.
+    pub tag: String,
+    /// Digest of the manifest it points to.
+    pub digest: Digest,
+    /// Media type of that manifest.
+    pub media_type: String,
+    /// Size of that manifest in bytes.
+    pub size: u64,
+    /// When the tag was last pointed (Unix seconds).
+    pub updated_at: i64,
+}
+
+/// Filter and page of a tag listing across repositories.
+#[derive(Debug, Clone, Default)]
+pub struct TagQuery<'a> {
+    /// Only this repository.
+    pub repository: Option<&'a str>,
+    /// Only tags whose repository or tag name contains this string.
+    pub contains: Option<&'a str>,
+    /// Start after this (repository, tag) in (repository, tag) order.
+    pub after: Option<(&'a str, &'a str)>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// What deleting a repository removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemovedRepository {
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its manifests, with their media types and sizes.
+    pub manifests: Vec<ManifestRecord>,
+    /// Number of blob links removed (the content stays for garbage collection).
+    pub blob_links: u64,
+}
+
+/// Registry-wide storage figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StorageStats {
+    /// Distinct committed blobs.
+    pub blobs: u64,
+    /// Bytes of those blobs plus distinct manifests.
+    pub bytes: u64,
+    /// Upload sessions not yet finished or cancelled.
+    pub upload_sessions: u64,
+}
+
+/// The `contains` pattern of a LIKE query: `%text%` with `\`, `%`, `_` escaped by `\`.
+pub fn like_contains(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
 /// The metadata operations the registry needs, implemented per database engine.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
@@ -97,4 +176,20 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn upload_repo(&self, id: &str) -> Result<Option<String>>;
     /// Forget an upload session.
     async fn delete_upload(&self, id: &str) -> Result<()>;
+
+    /// Repositories in name order, after `last`, at most `limit`, only those whose name
+    /// contains `contains` (a plain substring, not a pattern).
+    async fn repository_summaries(
+        &self,
+        contains: Option<&str>,
+        last: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RepositorySummary>>;
+    /// Tags across repositories in (repository, tag) order, filtered and paginated.
+    async fn tag_summaries(&self, query: &TagQuery<'_>) -> Result<Vec<TagSummary>>;
+    /// Delete a repository: its tags, manifests, references and blob links, in one
+    /// transaction (blob content stays for garbage collection). `None` when unknown.
+    async fn delete_repository(&self, repo: &str) -> Result<Option<RemovedRepository>>;
+    /// Registry-wide storage figures.
+    async fn storage_stats(&self) -> Result<StorageStats>;
 }
