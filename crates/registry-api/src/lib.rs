@@ -8,6 +8,7 @@
 pub mod blobs;
 pub mod cache;
 pub mod error;
+pub mod events;
 pub mod listing;
 pub mod manifests;
 pub mod route;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// Permits for requests that write blob data, when limited.
     upload_permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// Where push and delete events go (a no-op unless set with [`AppState::with_events`]).
+    pub events: Arc<dyn events::EventSink>,
 }
 
 /// Operator policy: what the registry allows.
@@ -84,7 +87,14 @@ impl AppState {
             cache: Arc::new(ManifestCache::new(64 << 20)),
             policy: Arc::new(policy),
             upload_permits,
+            events: Arc::new(events::NoEvents),
         }
+    }
+
+    /// Send push and delete events to `sink`.
+    pub fn with_events(mut self, sink: Arc<dyn events::EventSink>) -> AppState {
+        self.events = sink;
+        self
     }
 
     /// Refuse a request up front when policy says so; returns a permit to hold for
@@ -130,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", get(base))
         .route("/v2/{*path}", any(dispatch))
         .with_state(state)
+        .layer(axum::middleware::from_fn(events::capture))
         .layer(axum::middleware::from_fn(access_log))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
