@@ -86,12 +86,25 @@ pub struct TagSummary {
     pub updated_at: i64,
 }
 
+/// Filter and page of a repository listing.
+#[derive(Debug, Clone, Default)]
+pub struct RepositoryQuery<'a> {
+    /// Only the repository of this exact name.
+    pub name: Option<&'a str>,
+    /// Only repositories whose name contains this string (a plain substring, not a pattern).
+    pub contains: Option<&'a str>,
+    /// Start after this name.
+    pub after: Option<&'a str>,
+    /// At most this many.
+    pub limit: usize,
+}
+
 /// Filter and page of a tag listing across repositories.
 #[derive(Debug, Clone, Default)]
 pub struct TagQuery<'a> {
     /// Only this repository.
     pub repository: Option<&'a str>,
-    /// Only tags whose repository or tag name contains this string.
+    /// Only tags whose `repository:tag` contains this string (a plain substring).
     pub contains: Option<&'a str>,
     /// Start after this (repository, tag) in (repository, tag) order.
     pub after: Option<(&'a str, &'a str)>,
@@ -177,13 +190,10 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Forget an upload session.
     async fn delete_upload(&self, id: &str) -> Result<()>;
 
-    /// Repositories in name order, after `last`, at most `limit`, only those whose name
-    /// contains `contains` (a plain substring, not a pattern).
+    /// Repositories with their figures in name order, filtered and paginated.
     async fn repository_summaries(
         &self,
-        contains: Option<&str>,
-        last: Option<&str>,
-        limit: usize,
+        query: &RepositoryQuery<'_>,
     ) -> Result<Vec<RepositorySummary>>;
     /// Tags across repositories in (repository, tag) order, filtered and paginated.
     async fn tag_summaries(&self, query: &TagQuery<'_>) -> Result<Vec<TagSummary>>;

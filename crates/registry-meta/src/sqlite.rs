@@ -10,8 +10,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::{
-    ManifestRecord, MetaError, MetaStore, NewManifest, RemovedRepository, RepositorySummary,
-    Result, StorageStats, TagQuery, TagSummary, like_contains,
+    ManifestRecord, MetaError, MetaStore, NewManifest, RemovedRepository, RepositoryQuery,
+    RepositorySummary, Result, StorageStats, TagQuery, TagSummary, like_contains,
 };
 
 /// SQLite-backed [`MetaStore`].
@@ -382,9 +382,7 @@ impl MetaStore for SqliteMeta {
 
     async fn repository_summaries(
         &self,
-        contains: Option<&str>,
-        last: Option<&str>,
-        limit: usize,
+        query: &RepositoryQuery<'_>,
     ) -> Result<Vec<RepositorySummary>> {
         let rows = sqlx::query(
             "SELECT r.name,
@@ -397,13 +395,16 @@ impl MetaStore for SqliteMeta {
                    COALESCE((SELECT MAX(m.created_at) FROM manifests m WHERE m.repo_id = r.id), 0),
                    COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repo_id = r.id), 0))
              FROM repositories r
-             WHERE r.name > ? AND (? IS NULL OR r.name LIKE ? ESCAPE '\\')
+             WHERE r.name > ? AND (? IS NULL OR r.name = ?)
+               AND (? IS NULL OR r.name LIKE ? ESCAPE '\\')
              ORDER BY r.name LIMIT ?",
         )
-        .bind(last.unwrap_or(""))
-        .bind(contains)
-        .bind(contains.map(like_contains))
-        .bind(limit.min(i64::MAX as usize) as i64)
+        .bind(query.after.unwrap_or(""))
+        .bind(query.name)
+        .bind(query.name)
+        .bind(query.contains)
+        .bind(query.contains.map(like_contains))
+        .bind(query.limit.min(i64::MAX as usize) as i64)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -661,7 +662,16 @@ mod tests {
             .await
             .unwrap();
 
-        let all = meta.repository_summaries(None, None, 10).await.unwrap();
+        let q = |name, contains, after| RepositoryQuery {
+            name,
+            contains,
+            after,
+            limit: 10,
+        };
+        let all = meta
+            .repository_summaries(&q(None, None, None))
+            .await
+            .unwrap();
         let names: Vec<_> = all.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["team/app", "team/db", "x_y"]);
         // Two manifests (2 + 3 bytes) plus the distinct blobs 100 + 10.
@@ -671,13 +681,19 @@ mod tests {
         assert_eq!(all[2].total_size, 0);
         assert!(all[0].last_update > 0);
         let page = meta
-            .repository_summaries(None, Some("team/app"), 1)
+            .repository_summaries(&q(None, None, Some("team/app")))
             .await
             .unwrap();
         assert_eq!(page[0].name, "team/db");
+        let one = meta
+            .repository_summaries(&q(Some("team/db"), None, None))
+            .await
+            .unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0], all[1]);
         // `_` is literal, not a wildcard.
         let found = meta
-            .repository_summaries(Some("_"), None, 10)
+            .repository_summaries(&q(None, Some("_"), None))
             .await
             .unwrap();
         assert_eq!(found.len(), 1);
