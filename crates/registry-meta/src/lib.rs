@@ -104,6 +104,8 @@ pub struct RepositoryQuery<'a> {
 pub struct TagQuery<'a> {
     /// Only this repository.
     pub repository: Option<&'a str>,
+    /// Only the tag of this exact name.
+    pub tag: Option<&'a str>,
     /// Only tags whose `repository:tag` contains this string (a plain substring).
     pub contains: Option<&'a str>,
     /// Start after this (repository, tag) in (repository, tag) order.

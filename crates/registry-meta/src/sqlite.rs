@@ -427,12 +427,15 @@ impl MetaStore for SqliteMeta {
              JOIN repositories r ON r.id = t.repo_id
              JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
              WHERE (? IS NULL OR r.name = ?)
+               AND (? IS NULL OR t.name = ?)
                AND (? IS NULL OR (r.name || ':' || t.name) LIKE ? ESCAPE '\\')
                AND (r.name > ? OR (r.name = ? AND t.name > ?))
              ORDER BY r.name, t.name LIMIT ?",
         )
         .bind(query.repository)
         .bind(query.repository)
+        .bind(query.tag)
+        .bind(query.tag)
         .bind(query.contains)
         .bind(query.contains.map(like_contains))
         .bind(after_repo)
@@ -752,6 +755,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(db.len(), 1);
+        let exact = meta
+            .tag_summaries(&TagQuery {
+                repository: Some("team/app"),
+                tag: Some("v1"),
+                limit: 10,
+                ..TagQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(exact.len(), 1);
+        assert_eq!(exact[0].digest, m1.record.digest);
 
         let stats = meta.storage_stats().await.unwrap();
         assert_eq!(stats.blobs, 2);
