@@ -18,6 +18,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Webhook notifications (`notifications.endpoints`).
+    pub notifications: registry_mgmt::notify::NotificationsConfig,
 }
 
 /// `http.*`

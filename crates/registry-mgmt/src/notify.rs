@@ -139,6 +139,16 @@ pub struct Source {
     pub instance_id: String,
 }
 
+impl Source {
+    /// This process listening on `addr`, with a fresh instance id.
+    pub fn new(addr: &str) -> Source {
+        Source {
+            addr: addr.to_string(),
+            instance_id: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
 struct Queue {
     name: String,
     actions: Vec<Action>,
