@@ -45,8 +45,7 @@ pub struct MgmtState {
 }
 
 impl MgmtState {
-    /// Management state over a registry state, with metrics reading storage figures from
-    /// the registry's metadata store.
+    /// Management state over a registry state and its metrics.
     pub fn new(app: AppState, metrics: Arc<Metrics>) -> MgmtState {
         MgmtState { app, metrics }
     }
