@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use oci_core::Digest;
@@ -153,7 +153,11 @@ tokio::task_local! {
 }
 
 /// Middleware: makes the request's facts available to [`Event::new`] while it is served.
+/// Reads (`GET`, `HEAD`) emit no events, so the pull hot path skips this.
 pub async fn capture(req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return next.run(req).await;
+    }
     let info = RequestInfo::from_request(&req);
     REQUEST.scope(info, next.run(req)).await
 }
