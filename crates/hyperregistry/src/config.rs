@@ -26,6 +26,8 @@ pub struct Config {
     pub proxies: Vec<registry_external::config::ProxySpec>,
     /// Garbage collection.
     pub gc: GcConfig,
+    /// Webhook notifications (`notifications.endpoints`).
+    pub notifications: registry_mgmt::notify::NotificationsConfig,
 }
 
 /// `http.*`

@@ -133,6 +133,25 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if let Some(every) = gc_interval {
         spawn_periodic_gc(state.clone(), every, grace, cfg.gc.deleteuntagged);
     }
+    let metrics = Arc::new(
+        registry_mgmt::metrics::Metrics::new(meta.clone()).context("creating the metrics")?,
+    );
+    let notifier = Arc::new(
+        registry_mgmt::notify::Notifier::start(
+            &cfg.notifications,
+            registry_mgmt::notify::Source::new(&cfg.http.addr),
+            Some(metrics.clone()),
+        )
+        .context("starting webhook notifications")?,
+    );
+    let state = state.with_events(notifier.clone());
+    let mgmt = registry_mgmt::MgmtState::new(state.clone(), metrics.clone());
+    let app = registry_mgmt::metrics::instrument(
+        registry_api::router(state)
+            .merge(external.router())
+            .merge(registry_mgmt::router(mgmt)),
+        metrics,
+    );
     let listener = tokio::net::TcpListener::bind(&cfg.http.addr)
         .await
         .with_context(|| format!("listening on {}", cfg.http.addr))?
@@ -142,11 +161,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(addr = %cfg.http.addr, root = %root.display(), "hyperregistry listening");
     axum::serve(
         listener,
-        registry_api::router(state).merge(external.router()),
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await
     .context("serving HTTP")?;
+    notifier.shutdown(std::time::Duration::from_secs(5)).await;
     meta.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -188,6 +188,15 @@ pub async fn delete(st: &AppState, name: &str, digest: &str) -> ApiResult<Respon
     if !st.meta.unlink_blob(name, &digest).await? {
         return Err(blob_unknown(&digest));
     }
+    st.events.emit(crate::events::Event::new(
+        crate::events::Action::Delete,
+        crate::events::Target {
+            repository: name.to_string(),
+            media_type: Some("application/octet-stream".into()),
+            digest: Some(digest.clone()),
+            ..Default::default()
+        },
+    ));
     Ok(Response::builder()
         .status(StatusCode::ACCEPTED)
         .header(CONTENT_DIGEST, hv(&digest.to_string()))

@@ -8,6 +8,7 @@
 pub mod blobs;
 pub mod cache;
 pub mod error;
+pub mod events;
 pub mod hooks;
 pub mod listing;
 pub mod manifests;
@@ -61,6 +62,8 @@ pub struct AppState {
     /// Garbage collection's grace period: blob links older than half of it are refreshed
     /// when a client is told the blob exists.
     pub gc_grace: Duration,
+    /// Where push and delete events go (a no-op unless set with [`AppState::with_events`]).
+    pub events: Arc<dyn events::EventSink>,
 }
 
 /// How long a blob lock may be held before it expires (a commit re-hashing a large blob).
@@ -105,6 +108,7 @@ impl AppState {
             hooks: hooks::Hooks::default(),
             coord: Arc::new(LocalCoordinator::new()),
             gc_grace: DEFAULT_GC_GRACE,
+            events: Arc::new(events::NoEvents),
         }
     }
 
@@ -156,6 +160,12 @@ impl AppState {
         self
     }
 
+    /// Send push and delete events to `sink`.
+    pub fn with_events(mut self, sink: Arc<dyn events::EventSink>) -> AppState {
+        self.events = sink;
+        self
+    }
+
     /// Refuse a request up front when policy says so; returns a permit to hold for
     /// requests that write blob data.
     fn admit(
@@ -199,6 +209,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", get(base))
         .route("/v2/{*path}", any(dispatch))
         .with_state(state)
+        .layer(axum::middleware::from_fn(events::capture))
         .layer(axum::middleware::from_fn(access_log))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

@@ -15,6 +15,7 @@ use registry_meta::{ManifestRecord, MetaError, NewManifest};
 use crate::blobs::CONTENT_DIGEST;
 use crate::cache::CachedManifest;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::events::{Action, Event, Target};
 use crate::route::parse_digest;
 use crate::uploads::query_pairs;
 use crate::{AppState, MAX_MANIFEST_SIZE};
@@ -290,6 +291,14 @@ pub async fn put(st: &AppState, name: &str, reference: &str, req: Request) -> Ap
         tags.iter().map(String::as_str).chain([digest_str.as_str()]),
     );
     tracing::info!(repository = name, digest = %digest, tags = ?tags, "manifest stored");
+    emit_push(
+        st,
+        name,
+        &digest,
+        &parsed.media_type,
+        body.len() as u64,
+        &tags,
+    );
     let mut resp = Response::builder()
         .status(StatusCode::CREATED)
         .header(
@@ -323,6 +332,14 @@ pub async fn delete(st: &AppState, name: &str, reference: &str) -> ApiResult<Res
             st.cache
                 .invalidate(name, tags.iter().map(String::as_str).chain([reference]));
             tracing::info!(repository = name, digest = %d, tags = ?tags, "manifest deleted");
+            st.events.emit(Event::new(
+                Action::Delete,
+                Target {
+                    repository: name.to_string(),
+                    digest: Some(d.clone()),
+                    ..Target::default()
+                },
+            ));
         }
         Reference::Tag(t) => {
             if !st.meta.delete_tag(name, &t).await? {
@@ -330,6 +347,14 @@ pub async fn delete(st: &AppState, name: &str, reference: &str) -> ApiResult<Res
             }
             st.cache.invalidate(name, [t.as_str()]);
             tracing::info!(repository = name, tag = %t, "tag deleted");
+            st.events.emit(Event::new(
+                Action::Delete,
+                Target {
+                    repository: name.to_string(),
+                    tag: Some(t.clone()),
+                    ..Target::default()
+                },
+            ));
         }
     }
     Ok(Response::builder()
@@ -337,4 +362,29 @@ pub async fn delete(st: &AppState, name: &str, reference: &str) -> ApiResult<Res
         .header(header::CONTENT_LENGTH, 0)
         .body(Body::empty())
         .expect("valid response"))
+}
+
+/// One push event per tag the manifest was stored under (one without a tag when pushed by
+/// digest only).
+fn emit_push(
+    st: &AppState,
+    name: &str,
+    digest: &Digest,
+    media_type: &str,
+    size: u64,
+    tags: &[String],
+) {
+    let target = |tag: Option<&String>| Target {
+        repository: name.to_string(),
+        media_type: Some(media_type.to_string()),
+        digest: Some(digest.clone()),
+        size: Some(size),
+        tag: tag.cloned(),
+    };
+    if tags.is_empty() {
+        st.events.emit(Event::new(Action::Push, target(None)));
+    }
+    for tag in tags {
+        st.events.emit(Event::new(Action::Push, target(Some(tag))));
+    }
 }

@@ -125,6 +125,100 @@ pub struct ReplicationRuleRecord {
     pub created_at: i64,
 }
 
+/// One repository as the management API lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepositorySummary {
+    /// Repository name.
+    pub name: String,
+    /// Number of tags.
+    pub tag_count: u64,
+    /// Bytes of its manifests plus the distinct blobs they reference.
+    pub total_size: u64,
+    /// Latest of: repository creation, manifest push, tag update (Unix seconds).
+    pub last_update: i64,
+}
+
+/// One tag as the management API lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagSummary {
+    /// Repository name.
+    pub repository: String,
+    /// Tag name.
+    pub tag: String,
+    /// Digest of the manifest it points to.
+    pub digest: Digest,
+    /// Media type of that manifest.
+    pub media_type: String,
+    /// Size of that manifest in bytes.
+    pub size: u64,
+    /// When the tag was last pointed (Unix seconds).
+    pub updated_at: i64,
+}
+
+/// Filter and page of a repository listing.
+#[derive(Debug, Clone, Default)]
+pub struct RepositoryQuery<'a> {
+    /// Only the repository of this exact name.
+    pub name: Option<&'a str>,
+    /// Only repositories whose name contains this string (a plain substring, not a pattern).
+    pub contains: Option<&'a str>,
+    /// Start after this name.
+    pub after: Option<&'a str>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Filter and page of a tag listing across repositories.
+#[derive(Debug, Clone, Default)]
+pub struct TagQuery<'a> {
+    /// Only this repository.
+    pub repository: Option<&'a str>,
+    /// Only the tag of this exact name.
+    pub tag: Option<&'a str>,
+    /// Only tags whose `repository:tag` contains this string (a plain substring).
+    pub contains: Option<&'a str>,
+    /// Start after this (repository, tag) in (repository, tag) order.
+    pub after: Option<(&'a str, &'a str)>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// What deleting a repository removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemovedRepository {
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its manifests, with their media types and sizes.
+    pub manifests: Vec<ManifestRecord>,
+    /// Number of blob links removed (the content stays for garbage collection).
+    pub blob_links: u64,
+}
+
+/// Registry-wide storage figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StorageStats {
+    /// Distinct committed blobs.
+    pub blobs: u64,
+    /// Bytes of those blobs plus distinct manifests.
+    pub bytes: u64,
+    /// Upload sessions not yet finished or cancelled.
+    pub upload_sessions: u64,
+}
+
+/// The `contains` pattern of a LIKE query: `%text%` with `\`, `%`, `_` escaped by `\`.
+pub fn like_contains(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
 /// The metadata operations the registry needs, implemented per database engine.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
@@ -228,6 +322,18 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Whether content with this digest is still needed: a blob row, or a manifest in any
     /// repository.
     async fn digest_in_use(&self, digest: &Digest) -> Result<bool>;
+    /// Repositories with their figures in name order, filtered and paginated.
+    async fn repository_summaries(
+        &self,
+        query: &RepositoryQuery<'_>,
+    ) -> Result<Vec<RepositorySummary>>;
+    /// Tags across repositories in (repository, tag) order, filtered and paginated.
+    async fn tag_summaries(&self, query: &TagQuery<'_>) -> Result<Vec<TagSummary>>;
+    /// Delete a repository: its tags, manifests, references and blob links, in one
+    /// transaction (blob content stays for garbage collection). `None` when unknown.
+    async fn delete_repository(&self, repo: &str) -> Result<Option<RemovedRepository>>;
+    /// Registry-wide storage figures.
+    async fn storage_stats(&self) -> Result<StorageStats>;
     /// The opaque state a blob store recorded for an upload session. `None` when the session
     /// is unknown or nothing was recorded yet (tell them apart with [`MetaStore::upload_repo`]).
     async fn upload_state(&self, id: &str) -> Result<Option<Vec<u8>>>;

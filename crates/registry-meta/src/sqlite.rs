@@ -11,7 +11,8 @@ use sqlx::{Row, SqlitePool};
 
 use crate::{
     ExternalRegistryRecord, GcBlob, GcManifest, ManifestRecord, MetaError, MetaStore, NewManifest,
-    ReplicationRuleRecord, Result,
+    RemovedRepository, ReplicationRuleRecord, RepositoryQuery, RepositorySummary, Result,
+    StorageStats, TagQuery, TagSummary, like_contains,
 };
 
 /// SQLite-backed [`MetaStore`].
@@ -772,6 +773,158 @@ impl MetaStore for SqliteMeta {
     async fn close(&self) {
         self.pool.close().await;
     }
+
+    async fn repository_summaries(
+        &self,
+        query: &RepositoryQuery<'_>,
+    ) -> Result<Vec<RepositorySummary>> {
+        let rows = sqlx::query(
+            "SELECT r.name,
+               (SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id),
+               (SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repo_id = r.id)
+                 + (SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN
+                     (SELECT mr.child FROM manifest_references mr
+                      WHERE mr.repo_id = r.id AND mr.kind = 'blob')),
+               MAX(r.created_at,
+                   COALESCE((SELECT MAX(m.created_at) FROM manifests m WHERE m.repo_id = r.id), 0),
+                   COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repo_id = r.id), 0))
+             FROM repositories r
+             WHERE r.name > ? AND (? IS NULL OR r.name = ?)
+               AND (? IS NULL OR r.name LIKE ? ESCAPE '\\')
+             ORDER BY r.name LIMIT ?",
+        )
+        .bind(query.after.unwrap_or(""))
+        .bind(query.name)
+        .bind(query.name)
+        .bind(query.contains)
+        .bind(query.contains.map(like_contains))
+        .bind(query.limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RepositorySummary {
+                    name: r.try_get(0)?,
+                    tag_count: r.try_get::<i64, _>(1)? as u64,
+                    total_size: r.try_get::<i64, _>(2)? as u64,
+                    last_update: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn tag_summaries(&self, query: &TagQuery<'_>) -> Result<Vec<TagSummary>> {
+        let (after_repo, after_tag) = query.after.unwrap_or(("", ""));
+        let rows = sqlx::query(
+            "SELECT r.name, t.name, t.digest, m.media_type, m.size, t.updated_at
+             FROM tags t
+             JOIN repositories r ON r.id = t.repo_id
+             JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+             WHERE (? IS NULL OR r.name = ?)
+               AND (? IS NULL OR t.name = ?)
+               AND (? IS NULL OR (r.name || ':' || t.name) LIKE ? ESCAPE '\\')
+               AND (r.name > ? OR (r.name = ? AND t.name > ?))
+             ORDER BY r.name, t.name LIMIT ?",
+        )
+        .bind(query.repository)
+        .bind(query.repository)
+        .bind(query.tag)
+        .bind(query.tag)
+        .bind(query.contains)
+        .bind(query.contains.map(like_contains))
+        .bind(after_repo)
+        .bind(after_repo)
+        .bind(after_tag)
+        .bind(query.limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TagSummary {
+                    repository: r.try_get(0)?,
+                    tag: r.try_get(1)?,
+                    digest: parse_digest(r.try_get(2)?)?,
+                    media_type: r.try_get(3)?,
+                    size: r.try_get::<i64, _>(4)? as u64,
+                    updated_at: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_repository(&self, repo: &str) -> Result<Option<RemovedRepository>> {
+        let _w = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT id FROM repositories WHERE name = ?")
+            .bind(repo)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let repo_id: i64 = row.try_get(0)?;
+        let tags: Vec<String> =
+            sqlx::query("SELECT name FROM tags WHERE repo_id = ? ORDER BY name")
+                .bind(repo_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect();
+        let manifests = sqlx::query(concat!(
+            "SELECT ",
+            manifest_columns!(),
+            " FROM manifests m WHERE m.repo_id = ? ORDER BY m.digest"
+        ))
+        .bind(repo_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(manifest_from_row)
+        .collect::<Result<Vec<_>>>()?;
+        for statement in [
+            "DELETE FROM tags WHERE repo_id = ?",
+            "DELETE FROM manifest_references WHERE repo_id = ?",
+            "DELETE FROM manifests WHERE repo_id = ?",
+        ] {
+            sqlx::query(statement)
+                .bind(repo_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let links = sqlx::query("DELETE FROM repository_blobs WHERE repo_id = ?")
+            .bind(repo_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM repositories WHERE id = ?")
+            .bind(repo_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(RemovedRepository {
+            tags,
+            manifests,
+            blob_links: links,
+        }))
+    }
+
+    async fn storage_stats(&self) -> Result<StorageStats> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM blobs),
+                    (SELECT COALESCE(SUM(size), 0) FROM blobs)
+                      + (SELECT COALESCE(SUM(size), 0) FROM
+                          (SELECT DISTINCT digest, size FROM manifests)),
+                    (SELECT COUNT(*) FROM uploads)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(StorageStats {
+            blobs: row.try_get::<i64, _>(0)? as u64,
+            bytes: row.try_get::<i64, _>(1)? as u64,
+            upload_sessions: row.try_get::<i64, _>(2)? as u64,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -905,4 +1058,152 @@ mod tests {
         assert!(!meta.digest_in_use(&idx.record.digest).await.unwrap());
     }
 
+    #[tokio::test]
+    async fn summaries_tag_listing_and_repository_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(&dir.path().join("m.db")).await.unwrap();
+        let shared = Digest::sha256_of(b"shared");
+        let own = Digest::sha256_of(b"own");
+        for repo in ["team/app", "team/db", "x_y"] {
+            meta.link_blob(repo, &shared, 100).await.unwrap();
+        }
+        meta.link_blob("team/app", &own, 10).await.unwrap();
+        let m1 = NewManifest {
+            record: rec(b"m1", None),
+            blobs: vec![shared.clone(), own.clone()],
+            children: vec![],
+        };
+        let m2 = NewManifest {
+            record: rec(b"m2x", None),
+            blobs: vec![shared.clone()],
+            children: vec![],
+        };
+        meta.put_manifest("team/app", &m1, &["v1".into(), "latest".into()])
+            .await
+            .unwrap();
+        meta.put_manifest("team/app", &m2, &["v2".into()])
+            .await
+            .unwrap();
+        meta.put_manifest("team/db", &m2, &["15".into()])
+            .await
+            .unwrap();
+
+        let q = |name, contains, after| RepositoryQuery {
+            name,
+            contains,
+            after,
+            limit: 10,
+        };
+        let all = meta
+            .repository_summaries(&q(None, None, None))
+            .await
+            .unwrap();
+        let names: Vec<_> = all.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["team/app", "team/db", "x_y"]);
+        // Two manifests (2 + 3 bytes) plus the distinct blobs 100 + 10.
+        assert_eq!(all[0].tag_count, 3);
+        assert_eq!(all[0].total_size, 2 + 3 + 100 + 10);
+        assert_eq!(all[1].total_size, 3 + 100);
+        assert_eq!(all[2].total_size, 0);
+        assert!(all[0].last_update > 0);
+        let page = meta
+            .repository_summaries(&q(None, None, Some("team/app")))
+            .await
+            .unwrap();
+        assert_eq!(page[0].name, "team/db");
+        let one = meta
+            .repository_summaries(&q(Some("team/db"), None, None))
+            .await
+            .unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0], all[1]);
+        // `_` is literal, not a wildcard.
+        let found = meta
+            .repository_summaries(&q(None, Some("_"), None))
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].name, "x_y");
+
+        let tags = meta
+            .tag_summaries(&TagQuery {
+                limit: 10,
+                ..TagQuery::default()
+            })
+            .await
+            .unwrap();
+        let pairs: Vec<_> = tags
+            .iter()
+            .map(|t| format!("{}:{}", t.repository, t.tag))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                "team/app:latest",
+                "team/app:v1",
+                "team/app:v2",
+                "team/db:15"
+            ]
+        );
+        assert_eq!(tags[0].digest, m1.record.digest);
+        assert_eq!(tags[2].size, 3);
+        let next = meta
+            .tag_summaries(&TagQuery {
+                after: Some(("team/app", "v1")),
+                limit: 2,
+                ..TagQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 2);
+        assert_eq!(
+            (next[1].repository.as_str(), next[1].tag.as_str()),
+            ("team/db", "15")
+        );
+        let v = meta
+            .tag_summaries(&TagQuery {
+                contains: Some("app:v"),
+                limit: 10,
+                ..TagQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(v.len(), 2);
+        let db = meta
+            .tag_summaries(&TagQuery {
+                repository: Some("team/db"),
+                limit: 10,
+                ..TagQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(db.len(), 1);
+        let exact = meta
+            .tag_summaries(&TagQuery {
+                repository: Some("team/app"),
+                tag: Some("v1"),
+                limit: 10,
+                ..TagQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(exact.len(), 1);
+        assert_eq!(exact[0].digest, m1.record.digest);
+
+        let stats = meta.storage_stats().await.unwrap();
+        assert_eq!(stats.blobs, 2);
+        assert_eq!(stats.bytes, 100 + 10 + 2 + 3);
+
+        let removed = meta.delete_repository("team/app").await.unwrap().unwrap();
+        assert_eq!(removed.tags, ["latest", "v1", "v2"]);
+        assert_eq!(removed.manifests.len(), 2);
+        assert_eq!(removed.blob_links, 2);
+        assert!(!meta.repository_exists("team/app").await.unwrap());
+        assert!(meta.resolve_tag("team/app", "v1").await.unwrap().is_none());
+        assert_eq!(meta.repo_blob("team/app", &own).await.unwrap(), None);
+        // Other repositories and the blob records (content is GC's) are untouched.
+        assert!(meta.resolve_tag("team/db", "15").await.unwrap().is_some());
+        assert_eq!(meta.any_blob(&own).await.unwrap(), Some(10));
+        assert_eq!(meta.delete_repository("team/app").await.unwrap(), None);
+    }
 }
