@@ -18,6 +18,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Authentication and access rules (off when neither `auth.htpasswd` nor `auth.token`).
+    pub auth: registry_auth::AuthConfig,
 }
 
 /// `http.*`

@@ -95,6 +95,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(orphans, "removed data of interrupted monolithic uploads");
     }
     let state = AppState::new(Arc::new(blobs), meta.clone(), cfg.policy());
+    let state = match registry_auth::Auth::from_config(&cfg.auth, root)
+        .context("setting up authentication")?
+    {
+        Some(auth) => state.with_auth(Arc::new(auth)),
+        None => state,
+    };
     let listener = tokio::net::TcpListener::bind(&cfg.http.addr)
         .await
         .with_context(|| format!("listening on {}", cfg.http.addr))?
@@ -102,7 +108,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             let _ = tcp.set_nodelay(true);
         });
     tracing::info!(addr = %cfg.http.addr, root = %root.display(), "hyperregistry listening");
-    axum::serve(listener, registry_api::router(state))
+    let app =
+        registry_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;

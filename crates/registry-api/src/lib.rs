@@ -5,6 +5,7 @@
 //! - [`cache`]: the in-process manifest cache that makes pulls by tag cheap.
 //! - [`error`]: the spec's error codes and JSON body.
 
+pub mod auth;
 pub mod blobs;
 pub mod cache;
 pub mod error;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// Permits for requests that write blob data, when limited.
     upload_permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// Authentication and authorization; `None` lets every request through.
+    pub auth: Option<Arc<registry_auth::Auth>>,
 }
 
 /// Operator policy: what the registry allows.
@@ -84,7 +87,14 @@ impl AppState {
             cache: Arc::new(ManifestCache::new(64 << 20)),
             policy: Arc::new(policy),
             upload_permits,
+            auth: None,
         }
+    }
+
+    /// Require authentication and enforce access rules on every `/v2` request.
+    pub fn with_auth(mut self, auth: Arc<registry_auth::Auth>) -> AppState {
+        self.auth = Some(auth);
+        self
     }
 
     /// Refuse a request up front when policy says so; returns a permit to hold for
@@ -125,11 +135,14 @@ impl AppState {
 /// The registry's router, with request ids, tracing and the API version header.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let guard = axum::middleware::from_fn_with_state(state.clone(), auth::guard);
     Router::new()
         .route("/v2", get(base))
         .route("/v2/", get(base))
         .route("/v2/{*path}", any(dispatch))
+        .route("/token", get(auth::token_get).post(auth::token_post))
         .with_state(state)
+        .layer(guard)
         .layer(axum::middleware::from_fn(access_log))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
