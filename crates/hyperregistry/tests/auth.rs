@@ -1444,6 +1444,15 @@ async fn skopeo_flow(mode: Mode) {
     let reg = Reg::start(mode).await;
     let host = reg.host();
     seed_image(&reg, "shared/base:1");
+    seed_image(&reg, "public/base:1");
+    // Anonymous pull of a public repository needs no login (an anonymous token in token
+    // mode), though `/v2/` asks for one.
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--no-creds"])
+        .arg(format!("docker://{host}/public/base:1"))
+        .output()
+        .unwrap();
+    ok(&out, "anonymous skopeo inspect of public/base");
     let src = format!("docker://{host}/shared/base:1");
     let creds = |u: &str| format!("{u}:{}", password(u));
     let copy = |user: &str, dest: &str| {

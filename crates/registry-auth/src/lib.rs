@@ -128,8 +128,18 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-/// `Basic` credentials from an `Authorization` header: `Ok(None)` when there is no such
-/// header, `Err` when it is malformed.
+/// Whether an `Authorization` header is `Basic` with an empty user name and password, which
+/// containers/image (skopeo, podman) sends when it has no credentials: anonymous.
+fn is_empty_basic(value: &str) -> bool {
+    let mut it = value.trim().splitn(2, ' ');
+    let (scheme, rest) = (it.next().unwrap_or(""), it.next().unwrap_or("").trim());
+    scheme.eq_ignore_ascii_case("basic")
+        && base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .is_ok_and(|raw| raw == b":")
+}
+
+/// `Basic` credentials from an `Authorization` header value; `Err` when it is malformed.
 fn basic_credentials(value: &str) -> Result<(String, String), ()> {
     let (scheme, rest) = value.trim().split_once(' ').ok_or(())?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -286,6 +296,9 @@ impl Auth {
         let Ok(value) = value.to_str() else {
             return Err(Failure::BadCredentials);
         };
+        if is_empty_basic(value) {
+            return Ok(Identity::anonymous());
+        }
         let scheme = value.split(' ').next().unwrap_or("");
         if scheme.eq_ignore_ascii_case("bearer") {
             let token = value[scheme.len()..].trim();
@@ -620,7 +633,10 @@ impl Auth {
         {
             return token_error(StatusCode::BAD_REQUEST, "UNSUPPORTED", "unknown service");
         }
-        let identity = match headers.get(header::AUTHORIZATION) {
+        let identity = match headers
+            .get(header::AUTHORIZATION)
+            .filter(|v| !v.to_str().is_ok_and(is_empty_basic))
+        {
             None => Identity::anonymous(),
             Some(v) => match v.to_str().map_err(|_| ()).and_then(basic_credentials) {
                 Ok((user, password)) => match self.login(&user, &password, ip).await {
@@ -727,6 +743,96 @@ mod tests {
         assert_eq!(p.len(), 4);
     }
 
+    fn auth_with(dir: &Path, token: bool) -> Auth {
+        let h = bcrypt::hash("pw", 4).unwrap();
+        let path = dir.join("htpasswd");
+        std::fs::write(&path, format!("ann:{h}\nben:{h}\n")).unwrap();
+        let mut cfg = AuthConfig {
+            htpasswd: Some(config::HtpasswdConfig {
+                realm: "r".into(),
+                path,
+            }),
+            ..AuthConfig::default()
+        };
+        cfg.groups.insert("ops".into(), vec!["ann".into()]);
+        cfg.admins.groups = vec!["ops".into()];
+        if token {
+            cfg.token = Some(config::TokenConfig::default());
+        }
+        Auth::from_config(&cfg, dir).unwrap().unwrap()
+    }
+
+    fn basic(user: &str, pw: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {v}")).unwrap(),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn require_admin_for_the_management_api() {
+        for token in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let auth = auth_with(dir.path(), token);
+            let admin = auth.require_admin(&basic("ann", "pw"), None).await.unwrap();
+            assert_eq!(admin.user.as_deref(), Some("ann"));
+            let r = auth
+                .require_admin(&basic("ben", "pw"), None)
+                .await
+                .unwrap_err();
+            assert_eq!((r.status, r.code), (StatusCode::FORBIDDEN, "DENIED"));
+            let r = auth
+                .require_admin(&basic("ann", "bad"), None)
+                .await
+                .unwrap_err();
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+            let r = auth
+                .require_admin(&HeaderMap::new(), None)
+                .await
+                .unwrap_err();
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+            let challenge = r.headers[0].1.to_str().unwrap().to_string();
+            assert!(challenge.starts_with(if token {
+                "Bearer realm="
+            } else {
+                "Basic realm=\"r\""
+            }));
+            if token {
+                // An admin's bearer token works too.
+                let (t, _) = auth
+                    .tokens
+                    .as_ref()
+                    .unwrap()
+                    .issue("ann", Vec::new())
+                    .unwrap();
+                let mut h = HeaderMap::new();
+                h.insert(
+                    header::AUTHORIZATION,
+                    HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+                );
+                assert!(auth.require_admin(&h, None).await.unwrap().admin);
+            }
+        }
+    }
+
+    #[test]
+    fn config_without_users_is_off_or_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            Auth::from_config(&AuthConfig::default(), dir.path())
+                .unwrap()
+                .is_none()
+        );
+        let cfg = AuthConfig {
+            token: Some(config::TokenConfig::default()),
+            ..AuthConfig::default()
+        };
+        assert!(Auth::from_config(&cfg, dir.path()).is_err());
+    }
+
     #[test]
     fn basic_header_parsing() {
         let enc = base64::engine::general_purpose::STANDARD.encode("alice:pa:ss");
@@ -738,5 +844,8 @@ mod tests {
         assert!(basic_credentials("Digest abc").is_err());
         let nouser = base64::engine::general_purpose::STANDARD.encode(":pw");
         assert!(basic_credentials(&format!("basic {nouser}")).is_err());
+        let empty = base64::engine::general_purpose::STANDARD.encode(":");
+        assert!(is_empty_basic(&format!("Basic {empty}")));
+        assert!(!is_empty_basic(&format!("Basic {nouser}")));
     }
 }
