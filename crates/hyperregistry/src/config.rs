@@ -28,6 +28,8 @@ pub struct Config {
     pub gc: GcConfig,
     /// Webhook notifications (`notifications.endpoints`).
     pub notifications: registry_mgmt::notify::NotificationsConfig,
+    /// Authentication and access rules (off when neither `auth.htpasswd` nor `auth.token`).
+    pub auth: registry_auth::AuthConfig,
 }
 
 /// `http.*`

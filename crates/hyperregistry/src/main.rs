@@ -118,6 +118,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // live server whose locks it cannot see.
     let _serving = serve_lock(root)?;
     let state = AppState::new(Arc::new(blobs), meta.clone(), cfg.policy()).with_gc_grace(grace);
+    let state = match registry_auth::Auth::from_config(&cfg.auth, root)
+        .context("setting up authentication")?
+    {
+        Some(auth) => state.with_auth(Arc::new(auth)),
+        None => state,
+    };
     let external = registry_external::External::start(
         state.clone(),
         root,
@@ -146,10 +152,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     );
     let state = state.with_events(notifier.clone());
     let mgmt = registry_mgmt::MgmtState::new(state.clone(), metrics.clone());
+    // The management API and external registries are for administrators (when auth is on);
+    // health, the OpenAPI document and metrics are open.
+    let admin_only =
+        axum::middleware::from_fn_with_state(state.clone(), registry_api::auth::admin_guard);
     let app = registry_mgmt::metrics::instrument(
         registry_api::router(state)
-            .merge(external.router())
-            .merge(registry_mgmt::router(mgmt)),
+            .merge(registry_mgmt::open_router(&mgmt))
+            .merge(
+                registry_mgmt::admin_router(&mgmt)
+                    .merge(external.router())
+                    .layer(admin_only),
+            ),
         metrics,
     );
     let listener = tokio::net::TcpListener::bind(&cfg.http.addr)
@@ -256,7 +270,7 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
             std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         match file.try_lock() {
             Ok(()) => Some(file),
-            Err(std::fs::TryLockError::WouldBlock) => bail!(
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
                 "a hyperregistry server is running on {}: stop it, or let it collect \
                  (gc.interval), or use --dry-run",
                 root.display()
@@ -269,14 +283,12 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     let blobs = FsBlobStore::open(root)
         .with_context(|| format!("opening blob storage in {}", root.display()))?;
     let url = cfg.database_url();
-    if !url.starts_with("sqlite:") {
-        bail!("unsupported database URL {url:?}: this build supports sqlite:// URLs");
-    }
-    let meta = Arc::new(
-        SqliteMeta::connect(&url)
-            .await
-            .context("opening the metadata database")?,
-    );
+    let meta = registry_meta::connect(&url).await.with_context(|| {
+        format!(
+            "opening the metadata database {}",
+            registry_meta::redact(&url)
+        )
+    })?;
     let coord: Arc<dyn registry_coord::Coordinator> =
         Arc::new(registry_coord::LocalCoordinator::new());
     let opts = registry_gc::GcOptions {

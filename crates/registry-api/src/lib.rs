@@ -5,6 +5,7 @@
 //! - [`cache`]: the in-process manifest cache that makes pulls by tag cheap.
 //! - [`error`]: the spec's error codes and JSON body.
 
+pub mod auth;
 pub mod blobs;
 pub mod cache;
 pub mod error;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub gc_grace: Duration,
     /// Where push and delete events go (a no-op unless set with [`AppState::with_events`]).
     pub events: Arc<dyn events::EventSink>,
+    /// Authentication and authorization; `None` lets every request through.
+    pub auth: Option<Arc<registry_auth::Auth>>,
 }
 
 /// How long a blob lock may be held before it expires (a commit re-hashing a large blob).
@@ -109,6 +112,7 @@ impl AppState {
             coord: Arc::new(LocalCoordinator::new()),
             gc_grace: DEFAULT_GC_GRACE,
             events: Arc::new(events::NoEvents),
+            auth: None,
         }
     }
 
@@ -166,6 +170,12 @@ impl AppState {
         self
     }
 
+    /// Require authentication and enforce access rules on every `/v2` request.
+    pub fn with_auth(mut self, auth: Arc<registry_auth::Auth>) -> AppState {
+        self.auth = Some(auth);
+        self
+    }
+
     /// Refuse a request up front when policy says so; returns a permit to hold for
     /// requests that write blob data.
     fn admit(
@@ -204,12 +214,15 @@ impl AppState {
 /// The registry's router, with request ids, tracing and the API version header.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let guard = axum::middleware::from_fn_with_state(state.clone(), auth::guard);
     Router::new()
         .route("/v2", get(base))
         .route("/v2/", get(base))
         .route("/v2/{*path}", any(dispatch))
+        .route("/token", get(auth::token_get).post(auth::token_post))
         .with_state(state)
         .layer(axum::middleware::from_fn(events::capture))
+        .layer(guard)
         .layer(axum::middleware::from_fn(access_log))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

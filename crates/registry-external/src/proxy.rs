@@ -319,7 +319,7 @@ async fn store_manifest(
         blobs: parsed.required_blobs().map(|d| d.digest.clone()).collect(),
         children: parsed.manifests.iter().map(|d| d.digest.clone()).collect(),
     };
-    st.meta.put_manifest(name, &new, tags).await?;
+    st.meta.put_cached_manifest(name, &new, tags).await?;
     let digest_str = digest.to_string();
     st.cache.invalidate(
         name,

@@ -239,6 +239,15 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Store a manifest (idempotent) and point `tags` at it, in one transaction.
     async fn put_manifest(&self, repo: &str, manifest: &NewManifest, tags: &[String])
     -> Result<()>;
+    /// Like [`MetaStore::put_manifest`], but the referenced blobs and child manifests need
+    /// not be in the repository yet: a pull-through cache stores a manifest first and its
+    /// blobs when clients first ask for them.
+    async fn put_cached_manifest(
+        &self,
+        repo: &str,
+        manifest: &NewManifest,
+        tags: &[String],
+    ) -> Result<()>;
     /// A manifest by digest.
     async fn get_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<ManifestRecord>>;
     /// The manifest a tag points to.

@@ -96,6 +96,102 @@ impl SqliteMeta {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Store a manifest and point `tags` at it in one transaction; with `check_references`,
+    /// every referenced blob and child manifest must already be in the repository.
+    async fn store_manifest(
+        &self,
+        repo: &str,
+        manifest: &NewManifest,
+        tags: &[String],
+        check_references: bool,
+    ) -> Result<()> {
+        let _w = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let t = now();
+        let rec = &manifest.record;
+        let digest = rec.digest.to_string();
+        sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
+            .bind(repo)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        let repo_id: i64 = sqlx::query("SELECT id FROM repositories WHERE name = ?")
+            .bind(repo)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        // References are checked here, inside the transaction, so that garbage collection
+        // (which deletes links and manifests only when nothing references them) cannot
+        // remove one between the check and the commit.
+        for d in manifest.blobs.iter().filter(|_| check_references) {
+            let linked =
+                sqlx::query("SELECT 1 FROM repository_blobs WHERE repo_id = ? AND digest = ?")
+                    .bind(repo_id)
+                    .bind(d.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if linked.is_none() {
+                return Err(MetaError::MissingReference(d.clone()));
+            }
+        }
+        for d in manifest.children.iter().filter(|_| check_references) {
+            let present = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?")
+                .bind(repo_id)
+                .bind(d.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if present.is_none() {
+                return Err(MetaError::MissingReference(d.clone()));
+            }
+        }
+        // Pushing a manifest again refreshes its timestamp (garbage collection's grace).
+        sqlx::query(
+            "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, annotations, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repo_id, digest) DO UPDATE SET created_at = excluded.created_at",
+        )
+        .bind(repo_id)
+        .bind(&digest)
+        .bind(&rec.media_type)
+        .bind(rec.size as i64)
+        .bind(&rec.artifact_type)
+        .bind(rec.subject.as_ref().map(|s| s.to_string()))
+        .bind(&rec.annotations)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        let refs = manifest
+            .blobs
+            .iter()
+            .map(|d| (d, "blob"))
+            .chain(manifest.children.iter().map(|d| (d, "manifest")));
+        for (child, kind) in refs {
+            sqlx::query(
+                "INSERT INTO manifest_references (repo_id, parent, child, kind) VALUES (?, ?, ?, ?)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(repo_id)
+            .bind(&digest)
+            .bind(child.to_string())
+            .bind(kind)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for tag in tags {
+            sqlx::query(
+                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT(repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(repo_id)
+            .bind(tag)
+            .bind(&digest)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -200,91 +296,16 @@ impl MetaStore for SqliteMeta {
         manifest: &NewManifest,
         tags: &[String],
     ) -> Result<()> {
-        let _w = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let t = now();
-        let rec = &manifest.record;
-        let digest = rec.digest.to_string();
-        sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
-            .bind(repo)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
-        let repo_id: i64 = sqlx::query("SELECT id FROM repositories WHERE name = ?")
-            .bind(repo)
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
-        // References are checked here, inside the transaction, so that garbage collection
-        // (which deletes links and manifests only when nothing references them) cannot
-        // remove one between the check and the commit.
-        for d in &manifest.blobs {
-            let linked =
-                sqlx::query("SELECT 1 FROM repository_blobs WHERE repo_id = ? AND digest = ?")
-                    .bind(repo_id)
-                    .bind(d.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if linked.is_none() {
-                return Err(MetaError::MissingReference(d.clone()));
-            }
-        }
-        for d in &manifest.children {
-            let present = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?")
-                .bind(repo_id)
-                .bind(d.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if present.is_none() {
-                return Err(MetaError::MissingReference(d.clone()));
-            }
-        }
-        // Pushing a manifest again refreshes its timestamp (garbage collection's grace).
-        sqlx::query(
-            "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, annotations, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repo_id, digest) DO UPDATE SET created_at = excluded.created_at",
-        )
-        .bind(repo_id)
-        .bind(&digest)
-        .bind(&rec.media_type)
-        .bind(rec.size as i64)
-        .bind(&rec.artifact_type)
-        .bind(rec.subject.as_ref().map(|s| s.to_string()))
-        .bind(&rec.annotations)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        let refs = manifest
-            .blobs
-            .iter()
-            .map(|d| (d, "blob"))
-            .chain(manifest.children.iter().map(|d| (d, "manifest")));
-        for (child, kind) in refs {
-            sqlx::query(
-                "INSERT INTO manifest_references (repo_id, parent, child, kind) VALUES (?, ?, ?, ?)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(repo_id)
-            .bind(&digest)
-            .bind(child.to_string())
-            .bind(kind)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for tag in tags {
-            sqlx::query(
-                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT(repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-            )
-            .bind(repo_id)
-            .bind(tag)
-            .bind(&digest)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.store_manifest(repo, manifest, tags, true).await
+    }
+
+    async fn put_cached_manifest(
+        &self,
+        repo: &str,
+        manifest: &NewManifest,
+        tags: &[String],
+    ) -> Result<()> {
+        self.store_manifest(repo, manifest, tags, false).await
     }
 
     async fn get_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<ManifestRecord>> {
