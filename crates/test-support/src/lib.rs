@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use oci_core::Digest;
 
+pub mod redis;
+
 /// Whether an external program is available. Under CI (`HYPER_REQUIRE_TOOLS=1`) a missing
 /// program fails the test; elsewhere the test says loudly that it skipped.
 pub fn require_tool(name: &str) -> bool {
