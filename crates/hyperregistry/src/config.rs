@@ -18,6 +18,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Coordination between replicas.
+    pub redis: RedisConfig,
 }
 
 /// `http.*`
@@ -122,6 +124,26 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: "text".into(),
+        }
+    }
+}
+
+/// `redis.*`: coordination between replicas (locks, cache invalidation, shared lookups).
+/// Without a URL the registry coordinates within its own process only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]` (or `rediss://`); `REGISTRY_REDIS_URL`.
+    pub url: Option<String>,
+    /// Prefix of every key and channel, so that registries can share one Redis.
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: None,
+            prefix: registry_coord::redis::DEFAULT_PREFIX.into(),
         }
     }
 }

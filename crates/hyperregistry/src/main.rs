@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use registry_api::AppState;
+use registry_coord::RedisCoordinator;
 use registry_meta::{MetaStore, SqliteMeta};
 use registry_storage::{BlobStore, FsBlobStore};
 use tracing_subscriber::EnvFilter;
@@ -95,6 +96,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(orphans, "removed data of interrupted monolithic uploads");
     }
     let state = AppState::new(Arc::new(blobs), meta.clone(), cfg.policy());
+    let state = coordinate(state, &cfg).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.http.addr)
         .await
         .with_context(|| format!("listening on {}", cfg.http.addr))?
@@ -109,6 +111,45 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     meta.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A Redis URL fit for logs: any password replaced.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Share locks, invalidation and lookups with other replicas when `redis.url` is set.
+async fn coordinate(state: AppState, cfg: &Config) -> anyhow::Result<AppState> {
+    let Some(url) = &cfg.redis.url else {
+        tracing::info!(
+            coordinator = "local",
+            "coordinating within this process only (set redis.url to run replicas)"
+        );
+        return Ok(state);
+    };
+    let coord = RedisCoordinator::connect(url, &cfg.redis.prefix)
+        .await
+        .with_context(|| format!("redis.url {}", redact_url(url)))?;
+    let shown = redact_url(url);
+    match coord.ping().await {
+        Ok(()) => {
+            tracing::info!(coordinator = "redis", url = %shown, prefix = %cfg.redis.prefix, "coordinating replicas through redis")
+        }
+        Err(e) => tracing::warn!(
+            coordinator = "redis",
+            url = %shown,
+            error = %e,
+            "redis is not reachable yet: reads use the database, writes that need a lock answer 503 until it is"
+        ),
+    }
+    Ok(state.with_coordinator(Arc::new(coord)))
 }
 
 #[tokio::main]

@@ -73,7 +73,7 @@ pub async fn get(
     head: bool,
 ) -> ApiResult<Response> {
     let digest = parse_digest(digest)?;
-    let Some(size) = st.meta.repo_blob(name, &digest).await? else {
+    let Some(size) = crate::shared::repo_blob(st, name, &digest).await? else {
         return Err(blob_unknown(&digest));
     };
     let range_header = req
@@ -182,6 +182,7 @@ pub async fn delete(st: &AppState, name: &str, digest: &str) -> ApiResult<Respon
     if !st.meta.unlink_blob(name, &digest).await? {
         return Err(blob_unknown(&digest));
     }
+    crate::shared::repository_changed(st, name).await;
     Ok(Response::builder()
         .status(StatusCode::ACCEPTED)
         .header(CONTENT_DIGEST, hv(&digest.to_string()))

@@ -11,6 +11,7 @@ pub mod error;
 pub mod listing;
 pub mod manifests;
 pub mod route;
+pub mod shared;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -50,6 +51,10 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// Permits for requests that write blob data, when limited.
     upload_permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// Locks, invalidation and the shared cache between replicas.
+    pub coord: Arc<dyn registry_coord::Coordinator>,
+    /// Whether lookups go through the coordinator's cache ([`shared`]).
+    shared_cache: bool,
 }
 
 /// Operator policy: what the registry allows.
@@ -84,7 +89,19 @@ impl AppState {
             cache: Arc::new(ManifestCache::new(64 << 20)),
             policy: Arc::new(policy),
             upload_permits,
+            coord: Arc::new(registry_coord::LocalCoordinator::new()),
+            shared_cache: false,
         }
+    }
+
+    /// Coordinate with other replicas through `coord`: locks, invalidation of this
+    /// process's manifest cache by every replica's writes, and [`shared`] lookups through
+    /// its cache. Must be called inside a Tokio runtime (a task follows the invalidations).
+    pub fn with_coordinator(mut self, coord: Arc<dyn registry_coord::Coordinator>) -> AppState {
+        self.cache.follow(coord.invalidations());
+        self.coord = coord;
+        self.shared_cache = true;
+        self
     }
 
     /// Refuse a request up front when policy says so; returns a permit to hold for

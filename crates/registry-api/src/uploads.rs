@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::blobs::CONTENT_DIGEST;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::route::parse_digest;
+use crate::shared;
 
 /// Header naming the upload session.
 pub const UPLOAD_UUID: &str = "docker-upload-uuid";
@@ -130,6 +131,10 @@ async fn try_mount(
         return Ok(None);
     };
     let digest = parse_digest(mount)?;
+    // GC must not sweep the content between our check and the link.
+    let _blob_lock = registry_coord::locks::blob(&*st.coord, &digest.to_string())
+        .await
+        .map_err(|e| shared::lock_failed(e, "this blob"))?;
     let known = match query_get(pairs, "from") {
         Some(from) if validate_repository(from).is_ok() => st.meta.repo_blob(from, &digest).await?,
         Some(_) => None,
@@ -154,12 +159,19 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> ApiResult<Respons
         // Monolithic upload: the whole blob in this request.
         let digest = parse_digest(d)?;
         st.blobs.create_upload(&id).await?;
-        let result = async {
-            st.blobs.append_upload(&id, None, body_stream(req)).await?;
-            st.blobs.commit_upload(&id, &digest).await
+        if let Err(e) = st.blobs.append_upload(&id, None, body_stream(req)).await {
+            let _ = st.blobs.cancel_upload(&id).await;
+            return Err(e.into());
         }
-        .await;
-        let size = match result {
+        // Commit and link under the digest's lock (GC sweeps under it too).
+        let blob_lock = match registry_coord::locks::blob(&*st.coord, &digest.to_string()).await {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = st.blobs.cancel_upload(&id).await;
+                return Err(shared::lock_failed(e, "this blob"));
+            }
+        };
+        let size = match st.blobs.commit_upload(&id, &digest).await {
             Ok(size) => size,
             Err(e) => {
                 let _ = st.blobs.cancel_upload(&id).await;
@@ -167,6 +179,7 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> ApiResult<Respons
             }
         };
         st.meta.link_blob(name, &digest, size).await?;
+        drop(blob_lock);
         return Ok(created(name, &digest));
     }
     st.blobs.create_upload(&id).await?;
@@ -208,15 +221,27 @@ async fn append(st: &AppState, id: &str, req: Request) -> ApiResult<u64> {
     Ok(size)
 }
 
+/// Hold the session's lock (one request at a time per session, across replicas).
+async fn lock_session(st: &AppState, id: &str) -> ApiResult<registry_coord::LockGuard> {
+    match registry_coord::locks::upload(&*st.coord, id).await {
+        Ok(g) => Ok(g),
+        Err(e) => Err(shared::upload_lock_failed(st, id, e).await),
+    }
+}
+
 /// `PATCH /v2/<name>/blobs/uploads/<id>`: append a chunk.
 pub async fn patch(st: &AppState, name: &str, id: &str, req: Request) -> ApiResult<Response> {
     check_session(st, name, id).await?;
+    let _session = lock_session(st, id).await?;
     let size = append(st, id, req).await?;
     Ok(progress_response(StatusCode::ACCEPTED, name, id, size))
 }
 
 /// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: optional last chunk, verify, commit.
 pub async fn finish(st: &AppState, name: &str, id: &str, req: Request) -> ApiResult<Response> {
+    check_session(st, name, id).await?;
+    let _session = lock_session(st, id).await?;
+    // Another request may have finished or cancelled the session while we waited.
     check_session(st, name, id).await?;
     let pairs = query_pairs(&req);
     let digest = match query_get(&pairs, "digest") {
@@ -229,6 +254,9 @@ pub async fn finish(st: &AppState, name: &str, id: &str, req: Request) -> ApiRes
         }
     };
     append(st, id, req).await?;
+    let _blob_lock = registry_coord::locks::blob(&*st.coord, &digest.to_string())
+        .await
+        .map_err(|e| shared::lock_failed(e, "this blob"))?;
     let size = match st.blobs.commit_upload(id, &digest).await {
         Ok(size) => size,
         Err(e @ (StorageError::DigestMismatch { .. } | StorageError::UploadUnknown(_))) => {
@@ -255,6 +283,7 @@ pub async fn status(st: &AppState, name: &str, id: &str) -> ApiResult<Response> 
 /// `DELETE /v2/<name>/blobs/uploads/<id>`: cancel.
 pub async fn cancel(st: &AppState, name: &str, id: &str) -> ApiResult<Response> {
     check_session(st, name, id).await?;
+    let _session = lock_session(st, id).await?;
     match st.blobs.cancel_upload(id).await {
         Ok(()) | Err(StorageError::UploadUnknown(_)) => {}
         Err(e) => return Err(e.into()),
