@@ -87,6 +87,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // short (they never get one): nothing can finish them.
     let mut orphans = 0;
     for id in blobs.upload_ids().context("listing upload sessions")? {
+        if cfg.redis.url.is_some() && recently_written(root, &id) {
+            continue; // another replica may be receiving it right now
+        }
         if meta.upload_repo(&id).await?.is_none() {
             blobs.cancel_upload(&id).await?;
             orphans += 1;
@@ -111,6 +114,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     meta.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// With replicas sharing the data directory, an upload file without a session row may be a
+/// monolithic upload that another replica is receiving: only files untouched for this long
+/// count as left over by a crash.
+const ORPHAN_UPLOAD_AGE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Whether upload `id`'s file was written to within [`ORPHAN_UPLOAD_AGE`].
+fn recently_written(root: &std::path::Path, id: &str) -> bool {
+    std::fs::metadata(root.join("uploads").join(id))
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < ORPHAN_UPLOAD_AGE))
 }
 
 /// A Redis URL fit for logs: any password replaced.
@@ -159,5 +174,23 @@ async fn main() -> anyhow::Result<()> {
     init_logging(&cfg);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cfg).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redis_passwords_stay_out_of_logs() {
+        assert_eq!(
+            redact_url("redis://:s3cret@cache:6379/0"),
+            "redis://:***@cache:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://app:s3cret@cache:6380"),
+            "rediss://app:***@cache:6380"
+        );
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
     }
 }

@@ -366,3 +366,173 @@ async fn with_redis_down_reads_work_and_writes_answer_503_until_it_is_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn concurrent_pushes_through_both_replicas_all_land() {
+    let Some(set) = ReplicaSet::start(2, &[]).await else {
+        return;
+    };
+    let pushes = (0..16u64).map(|i| {
+        let s = &set.replicas[(i % 2) as usize];
+        async move {
+            let tag = format!("t{i}");
+            let d = s.push_image("team/app", &tag, &bytes(5000, i)).await.1;
+            (tag, d)
+        }
+    });
+    let pushed = futures::future::join_all(pushes).await;
+    for (tag, d) in &pushed {
+        for s in &set.replicas {
+            assert_eq!(served_digest(s, "team/app", tag).await, d.to_string());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_replica_starting_up_leaves_another_replicas_upload_alone() {
+    // At start a replica removes upload files that no session row explains (monolithic
+    // uploads cut short by a crash); with replicas, such a file may be one that another
+    // replica is receiving right now.
+    let Some(mut set) = ReplicaSet::start(1, &[]).await else {
+        return;
+    };
+    let data = bytes(300_000, 4);
+    let digest = oci_core::Digest::sha256_of(&data);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let a = &set.replicas[0];
+    let upload = a
+        .req(
+            Method::POST,
+            &format!("/v2/team/app/blobs/uploads/?digest={digest}"),
+        )
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)))
+        .send();
+    let upload = tokio::spawn(upload);
+    tx.send(Ok(data[..100_000].to_vec())).await.unwrap();
+    let uploads = set.data.path().join("uploads");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count_files(&uploads) == 0 {
+        assert!(Instant::now() < deadline, "the upload never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    set.add().await;
+    tx.send(Ok(data[100_000..].to_vec())).await.unwrap();
+    drop(tx);
+    let r = upload.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    assert_eq!(
+        blob_status(&set.replicas[1], "team/app", &digest).await,
+        StatusCode::OK
+    );
+}
+
+/// Run hyperregistry with `args` and `env` until it listens; returns its stderr so far.
+fn start_and_read_log(
+    args: &[&str],
+    env: &[(&str, &str)],
+    port: u16,
+) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hyperregistry"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("hyperregistry listening") {
+            // Keep draining so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return (child, log);
+        }
+    }
+    panic!("hyperregistry exited before listening:\n{log}");
+}
+
+#[test]
+fn redis_settings_come_from_the_file_or_env_and_the_log_names_the_coordinator() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let root = dir.path().join("data");
+    let cfg = dir.path().join("registry.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "storage:\n  filesystem:\n    rootdirectory: {}\nredis:\n  url: {}\n  prefix: \"reg-a:\"\n",
+            root.display(),
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let (mut child, log) = start_and_read_log(&["--config", cfg.to_str().unwrap()], &[], port);
+    assert!(log.contains("coordinator=\"redis\""), "{log}");
+    assert!(log.contains("prefix=reg-a:"), "{log}");
+    // A write uses the configured prefix (its lock and the repository's generation).
+    let client = reqwest::blocking::Client::new();
+    let data = b"config".to_vec();
+    let digest = oci_core::Digest::sha256_of(&data);
+    let r = client
+        .post(format!(
+            "http://127.0.0.1:{port}/v2/team/app/blobs/uploads/?digest={digest}"
+        ))
+        .body(data)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = client
+        .get(format!(
+            "http://127.0.0.1:{port}/v2/team/app/blobs/{digest}"
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let port_s = redis.port.to_string();
+    let keys = test_support::sh("redis-cli", &["-p", &port_s, "KEYS", "reg-a:cache:*"]);
+    assert!(keys.contains("reg-a:cache:gen:team/app"), "{keys}");
+    assert!(keys.contains("reg-a:cache:blob:team/app@"), "{keys}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Without redis.url: the process coordinates with itself only, and says so.
+    let root = root.display().to_string();
+    let (mut child, log) = start_and_read_log(
+        &[],
+        &[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root.as_str())],
+        port,
+    );
+    assert!(log.contains("coordinator=\"local\""), "{log}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The environment variable works the same way.
+    let url = redis.url();
+    let (mut child, log) = start_and_read_log(
+        &[],
+        &[
+            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root.as_str()),
+            ("REGISTRY_REDIS_URL", url.as_str()),
+        ],
+        port,
+    );
+    assert!(log.contains("coordinator=\"redis\""), "{log}");
+    assert!(log.contains("prefix=hyperregistry:"), "{log}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
