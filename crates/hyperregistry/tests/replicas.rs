@@ -456,7 +456,9 @@ fn start_and_read_log(
             return (child, log);
         }
     }
-    panic!("hyperregistry exited before listening:\n{log}");
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    panic!("hyperregistry exited ({status}) before listening:\n{log}");
 }
 
 #[test]
