@@ -27,7 +27,7 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use oci_core::Digest;
 use rand::Rng;
-use registry_coord::CoordError;
+use registry_coord::{CoordError, Coordinator};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -154,15 +154,21 @@ pub async fn resolve_tag(
 /// committed, so failures here are logged, not returned: shared entries then expire within
 /// [`ENTRY_TTL`].
 pub async fn repository_changed(st: &AppState, repo: &str) {
-    if st.shared_cache
-        && let Err(e) = st
-            .coord
+    invalidate_repository(&*st.coord, repo, st.shared_cache).await;
+}
+
+/// [`repository_changed`] for code without an [`AppState`] (garbage collection, replication
+/// jobs): `shared_lookups` says whether the registry uses the coordinator's cache for
+/// lookups (true whenever it runs with a shared coordinator such as Redis).
+pub async fn invalidate_repository(coord: &dyn Coordinator, repo: &str, shared_lookups: bool) {
+    if shared_lookups
+        && let Err(e) = coord
             .cache_set(&gen_key(repo), new_generation().as_bytes(), GEN_TTL)
             .await
     {
         tracing::warn!(repository = repo, error = %e, "could not invalidate shared lookups; they expire on their own");
     }
-    if let Err(e) = st.coord.invalidate(repo).await {
+    if let Err(e) = coord.invalidate(repo).await {
         tracing::warn!(repository = repo, error = %e, "could not tell other replicas to drop cached manifests");
     }
 }
