@@ -26,20 +26,14 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use oci_core::Digest;
-use rand::Rng;
-use registry_coord::{CoordError, Coordinator};
+use registry_coord::CoordError;
+use registry_coord::lookups::{self, GENERATION_TTL, generation_key, new_generation};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
 /// How long a shared lookup stays cached (when no write invalidates it first).
 pub const ENTRY_TTL: Duration = Duration::from_secs(30);
-/// How long a repository's generation lives without writes (then a new one starts).
-const GEN_TTL: Duration = Duration::from_secs(24 * 3600);
-
-fn gen_key(repo: &str) -> String {
-    format!("gen:{repo}")
-}
 
 // Repository names and tags cannot contain `:` or `@`, so these keys never collide.
 fn tag_key(repo: &str, tag: &str) -> String {
@@ -48,10 +42,6 @@ fn tag_key(repo: &str, tag: &str) -> String {
 
 fn blob_key(repo: &str, digest: &Digest) -> String {
     format!("blob:{repo}@{digest}")
-}
-
-fn new_generation() -> String {
-    format!("{:016x}", rand::rng().random::<u64>())
 }
 
 /// A shared lookup: the cached value if its generation is current, else the generation to
@@ -65,7 +55,7 @@ async fn lookup(st: &AppState, repo: &str, key: String) -> Lookup {
     if !st.shared_cache {
         return Lookup::Miss(None);
     }
-    let gen_key = gen_key(repo);
+    let gen_key = generation_key(repo);
     let got = match st.coord.cache_get_many(&[gen_key.clone(), key]).await {
         Ok(got) => got,
         Err(e) => {
@@ -81,7 +71,7 @@ async fn lookup(st: &AppState, repo: &str, key: String) -> Lookup {
         let fresh = new_generation();
         return match st
             .coord
-            .cache_set(&gen_key, fresh.as_bytes(), GEN_TTL)
+            .cache_set(&gen_key, fresh.as_bytes(), GENERATION_TTL)
             .await
         {
             Ok(()) => Lookup::Miss(Some(fresh)),
@@ -149,28 +139,11 @@ pub async fn resolve_tag(
     Ok(Some((record.digest, record.media_type)))
 }
 
-/// After a database commit that changed what `repo` serves: a new generation for the shared
-/// lookups (first), then the invalidation for every replica's manifest cache. The write has
-/// committed, so failures here are logged, not returned: shared entries then expire within
-/// [`ENTRY_TTL`].
+/// After a database commit that changed what `repo` serves: see
+/// [`registry_coord::lookups::repository_changed`] (other writers, such as garbage
+/// collection, call that directly).
 pub async fn repository_changed(st: &AppState, repo: &str) {
-    invalidate_repository(&*st.coord, repo, st.shared_cache).await;
-}
-
-/// [`repository_changed`] for code without an [`AppState`] (garbage collection, replication
-/// jobs): `shared_lookups` says whether the registry uses the coordinator's cache for
-/// lookups (true whenever it runs with a shared coordinator such as Redis).
-pub async fn invalidate_repository(coord: &dyn Coordinator, repo: &str, shared_lookups: bool) {
-    if shared_lookups
-        && let Err(e) = coord
-            .cache_set(&gen_key(repo), new_generation().as_bytes(), GEN_TTL)
-            .await
-    {
-        tracing::warn!(repository = repo, error = %e, "could not invalidate shared lookups; they expire on their own");
-    }
-    if let Err(e) = coord.invalidate(repo).await {
-        tracing::warn!(repository = repo, error = %e, "could not tell other replicas to drop cached manifests");
-    }
+    lookups::repository_changed(&*st.coord, repo, st.shared_cache).await;
 }
 
 fn retry_later(e: ApiError) -> ApiError {

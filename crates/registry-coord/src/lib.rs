@@ -15,6 +15,7 @@
 
 pub mod local;
 pub mod locks;
+pub mod lookups;
 pub mod redis;
 
 use std::time::Duration;
