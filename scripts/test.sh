@@ -12,6 +12,7 @@ needed=(
     skopeo:skopeo curl:curl docker-registry:docker-registry
     dockerd:docker.io podman:podman runc:runc busybox:busybox-static
     debootstrap:debootstrap
+    redis-server:redis-server
 )
 missing=()
 for entry in "${needed[@]}"; do

@@ -18,6 +18,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Coordination between replicas.
+    pub redis: RedisConfig,
     /// `external.*`: the key for external registry secrets.
     pub external: registry_external::config::ExternalConfig,
     /// `replication.*`: rules run on push.
@@ -176,6 +178,26 @@ impl GcConfig {
                     humantime::parse_duration(s).with_context(|| format!("gc.interval {s:?}"))?;
                 Ok((!d.is_zero()).then_some(d))
             }
+        }
+    }
+}
+
+/// `redis.*`: coordination between replicas (locks, cache invalidation, shared lookups).
+/// Without a URL the registry coordinates within its own process only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]` (or `rediss://`); `REGISTRY_REDIS_URL`.
+    pub url: Option<String>,
+    /// Prefix of every key and channel, so that registries can share one Redis.
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: None,
+            prefix: registry_coord::redis::DEFAULT_PREFIX.into(),
         }
     }
 }

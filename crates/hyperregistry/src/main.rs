@@ -12,6 +12,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use registry_api::AppState;
+use registry_coord::{Coordinator, RedisCoordinator};
 use registry_storage::{BlobStore, FsBlobStore};
 use tracing_subscriber::EnvFilter;
 
@@ -104,6 +105,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // short (they never get one): nothing can finish them.
     let mut orphans = 0;
     for id in blobs.upload_ids().context("listing upload sessions")? {
+        if cfg.redis.url.is_some() && recently_written(root, &id) {
+            continue; // another replica may be receiving it right now
+        }
         if meta.upload_repo(&id).await?.is_none() {
             blobs.cancel_upload(&id).await?;
             orphans += 1;
@@ -118,6 +122,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // live server whose locks it cannot see.
     let _serving = serve_lock(root)?;
     let state = AppState::new(Arc::new(blobs), meta.clone(), cfg.policy()).with_gc_grace(grace);
+    let state = match redis_coordinator(&cfg).await? {
+        Some(coord) => state.with_coordinator(coord),
+        None => state,
+    };
     let state = match registry_auth::Auth::from_config(&cfg.auth, root)
         .context("setting up authentication")?
     {
@@ -261,8 +269,10 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
         "data directory {} does not exist",
         root.display()
     );
-    // Sweeping needs the locks the server takes; a separate process cannot see them.
-    let _exclusive = if args.dry_run {
+    // Sweeping needs the locks the servers take: shared through Redis when configured;
+    // otherwise a separate process cannot see them and must not run beside a server.
+    let shared = redis_coordinator(&cfg).await?;
+    let _exclusive = if args.dry_run || shared.is_some() {
         None
     } else {
         let path = serve_lock_path(root);
@@ -289,8 +299,8 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
             registry_meta::redact(&url)
         )
     })?;
-    let coord: Arc<dyn registry_coord::Coordinator> =
-        Arc::new(registry_coord::LocalCoordinator::new());
+    let coord: Arc<dyn Coordinator> =
+        shared.unwrap_or_else(|| Arc::new(registry_coord::LocalCoordinator::new()));
     let opts = registry_gc::GcOptions {
         dry_run: args.dry_run,
         delete_untagged: args.delete_untagged,
@@ -320,6 +330,46 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With replicas sharing the data directory, an upload file without a session row may be a
+/// monolithic upload that another replica is receiving: only files untouched for this long
+/// count as left over by a crash.
+const ORPHAN_UPLOAD_AGE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Whether upload `id`'s file was written to within [`ORPHAN_UPLOAD_AGE`].
+fn recently_written(root: &std::path::Path, id: &str) -> bool {
+    std::fs::metadata(root.join("uploads").join(id))
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < ORPHAN_UPLOAD_AGE))
+}
+
+/// The Redis coordinator when `redis.url` is set: locks, invalidation and lookups shared
+/// with other replicas (and with `hyperregistry gc`).
+async fn redis_coordinator(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Coordinator>>> {
+    let Some(url) = &cfg.redis.url else {
+        tracing::info!(
+            coordinator = "local",
+            "coordinating within this process only (set redis.url to run replicas)"
+        );
+        return Ok(None);
+    };
+    let coord = RedisCoordinator::connect(url, &cfg.redis.prefix)
+        .await
+        .with_context(|| format!("redis.url {}", registry_meta::redact(url)))?;
+    let shown = registry_meta::redact(url);
+    match coord.ping().await {
+        Ok(()) => {
+            tracing::info!(coordinator = "redis", url = %shown, prefix = %cfg.redis.prefix, "coordinating replicas through redis")
+        }
+        Err(e) => tracing::warn!(
+            coordinator = "redis",
+            url = %shown,
+            error = %e,
+            "redis is not reachable yet: reads use the database, writes that need a lock answer 503 until it is"
+        ),
+    }
+    Ok(Some(Arc::new(coord)))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -328,5 +378,23 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cfg).await,
         Command::Gc(args) => gc(cfg, args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use registry_meta::redact as redact_url;
+
+    #[test]
+    fn redis_passwords_stay_out_of_logs() {
+        assert_eq!(
+            redact_url("redis://:s3cret@cache:6379/0"),
+            "redis://:***@cache:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://app:s3cret@cache:6380"),
+            "rediss://app:***@cache:6380"
+        );
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
     }
 }

@@ -75,11 +75,7 @@ pub async fn get(
     let digest = parse_digest(digest)?;
     // A client told that the blob exists may skip uploading it and reference it in a
     // manifest soon: an old link is refreshed so that GC's grace covers that.
-    let Some(size) = st
-        .meta
-        .touch_blob(name, &digest, st.link_refresh_before())
-        .await?
-    else {
+    let Some(size) = crate::shared::touch_blob(st, name, &digest).await? else {
         return Err(blob_unknown(&digest));
     };
     let range_header = req
@@ -197,6 +193,7 @@ pub async fn delete(st: &AppState, name: &str, digest: &str) -> ApiResult<Respon
             ..Default::default()
         },
     ));
+    crate::shared::repository_changed(st, name).await;
     Ok(Response::builder()
         .status(StatusCode::ACCEPTED)
         .header(CONTENT_DIGEST, hv(&digest.to_string()))

@@ -3,6 +3,13 @@
 //! Correctness under concurrent writes: a reader notes the cache epoch before it reads the
 //! metadata and inserts only if no write happened since ([`ManifestCache::insert_if_current`]);
 //! writers bump the epoch and drop the keys they changed under the same lock.
+//!
+//! Other replicas' writes arrive as invalidations from the coordinator
+//! ([`ManifestCache::follow`]): a repository's entries go (everything on `"*"`), and the
+//! epoch moves on, so a read that started before the message cannot insert what it read.
+//!
+//! Entries are grouped by repository: a lookup borrows both keys (no allocation on the hot
+//! path) and dropping a repository is one map removal.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +31,8 @@ pub struct CachedManifest {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<(String, String), Arc<CachedManifest>>,
+    /// repository → reference → manifest.
+    entries: HashMap<String, HashMap<String, Arc<CachedManifest>>>,
     bytes: usize,
     epoch: u64,
 }
@@ -46,11 +54,11 @@ impl ManifestCache {
 
     /// Look up a (repository, tag-or-digest) pair.
     pub fn get(&self, repo: &str, reference: &str) -> Option<Arc<CachedManifest>> {
-        // Borrowed lookups need an owned key; manifests are tiny next to this allocation.
         self.inner
             .read()
             .entries
-            .get(&(repo.to_string(), reference.to_string()))
+            .get(repo)
+            .and_then(|refs| refs.get(reference))
             .cloned()
     }
 
@@ -76,10 +84,12 @@ impl ManifestCache {
             inner.bytes = 0;
         }
         inner.bytes += entry.body.len();
-        if let Some(old) = inner
+        let old = inner
             .entries
-            .insert((repo.to_string(), reference.to_string()), entry)
-        {
+            .entry(repo.to_string())
+            .or_default()
+            .insert(reference.to_string(), entry);
+        if let Some(old) = old {
             inner.bytes -= old.body.len();
         }
     }
@@ -88,11 +98,61 @@ impl ManifestCache {
     pub fn invalidate<'a>(&self, repo: &str, references: impl IntoIterator<Item = &'a str>) {
         let mut inner = self.inner.write();
         inner.epoch += 1;
+        let Some(refs) = inner.entries.get_mut(repo) else {
+            return;
+        };
+        let mut freed = 0;
         for r in references {
-            if let Some(old) = inner.entries.remove(&(repo.to_string(), r.to_string())) {
-                inner.bytes -= old.body.len();
+            if let Some(old) = refs.remove(r) {
+                freed += old.body.len();
             }
         }
+        if refs.is_empty() {
+            inner.entries.remove(repo);
+        }
+        inner.bytes -= freed;
+    }
+
+    /// Drop every entry of `repo` and start a new epoch.
+    pub fn drop_repository(&self, repo: &str) {
+        let mut inner = self.inner.write();
+        inner.epoch += 1;
+        if let Some(refs) = inner.entries.remove(repo) {
+            inner.bytes -= refs.values().map(|e| e.body.len()).sum::<usize>();
+        }
+    }
+
+    /// Drop everything and start a new epoch.
+    pub fn clear(&self) {
+        let mut inner = self.inner.write();
+        inner.epoch += 1;
+        inner.entries.clear();
+        inner.bytes = 0;
+    }
+
+    /// Apply the invalidations of `rx` (from [`registry_coord::Coordinator::invalidations`])
+    /// until the cache or the channel goes away: a repository's entries are dropped;
+    /// everything is on `"*"` or when the receiver lagged (messages were lost).
+    pub fn follow(
+        self: &Arc<Self>,
+        mut rx: tokio::sync::broadcast::Receiver<String>,
+    ) -> tokio::task::JoinHandle<()> {
+        let cache = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let msg = rx.recv().await;
+                let Some(cache) = cache.upgrade() else { return };
+                match msg {
+                    Ok(repo) if repo == registry_coord::INVALIDATE_ALL => cache.clear(),
+                    Ok(repo) => cache.drop_repository(&repo),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "invalidations lagged; dropping the manifest cache");
+                        cache.clear();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
     }
 }
 
@@ -120,6 +180,50 @@ mod tests {
         assert_eq!(&c.get("r", "t").unwrap().body[..], b"new");
         c.invalidate("r", ["t"]);
         assert!(c.get("r", "t").is_none());
+    }
+
+    #[test]
+    fn dropping_a_repository_or_everything_also_stops_stale_inserts() {
+        let c = ManifestCache::new(1024);
+        c.insert_if_current(c.epoch(), "a", "t", entry(b"1"));
+        c.insert_if_current(c.epoch(), "a", "u", entry(b"22"));
+        c.insert_if_current(c.epoch(), "b", "t", entry(b"333"));
+        let e = c.epoch();
+        c.drop_repository("a");
+        assert!(c.get("a", "t").is_none() && c.get("a", "u").is_none());
+        assert!(c.get("b", "t").is_some());
+        assert_eq!(c.inner.read().bytes, 3);
+        c.insert_if_current(e, "a", "t", entry(b"stale"));
+        assert!(c.get("a", "t").is_none());
+        let e = c.epoch();
+        c.clear();
+        c.insert_if_current(e, "b", "u", entry(b"stale"));
+        assert!(c.get("b", "t").is_none() && c.get("b", "u").is_none());
+        assert_eq!(c.inner.read().bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn follows_the_coordinators_invalidations() {
+        use registry_coord::{Coordinator, LocalCoordinator};
+        let coord = LocalCoordinator::new();
+        let c = Arc::new(ManifestCache::new(1024));
+        let task = c.follow(coord.invalidations());
+        c.insert_if_current(c.epoch(), "a", "t", entry(b"1"));
+        c.insert_if_current(c.epoch(), "b", "t", entry(b"2"));
+        coord.invalidate("a").await.unwrap();
+        let wait = || tokio::time::sleep(std::time::Duration::from_millis(50));
+        wait().await;
+        assert!(c.get("a", "t").is_none());
+        assert!(c.get("b", "t").is_some());
+        coord.invalidate("*").await.unwrap();
+        wait().await;
+        assert!(c.get("b", "t").is_none());
+        drop(c);
+        coord.invalidate("a").await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), task)
+            .await
+            .expect("the task ends with its cache")
+            .unwrap();
     }
 
     #[test]

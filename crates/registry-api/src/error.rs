@@ -42,6 +42,9 @@ pub enum ErrorCode {
     PaginationNumberInvalid,
     /// A server-side failure.
     Unknown,
+    /// The service cannot answer now (Distribution's `UNAVAILABLE`): a lock it needs is
+    /// held too long, or the coordination service is down. Retry later.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -65,6 +68,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::Unknown => "UNKNOWN",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -88,6 +92,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod listing;
 pub mod manifests;
 pub mod route;
+pub mod shared;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use oci_core::Digest;
-use registry_coord::{Coordinator, LocalCoordinator, LockGuard, keys};
+use registry_coord::{Coordinator, LocalCoordinator, LockGuard};
 use registry_meta::MetaStore;
 use registry_storage::BlobStore;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -67,12 +68,10 @@ pub struct AppState {
     pub events: Arc<dyn events::EventSink>,
     /// Authentication and authorization; `None` lets every request through.
     pub auth: Option<Arc<registry_auth::Auth>>,
+    /// Whether lookups go through the coordinator's cache ([`shared`]).
+    shared_cache: bool,
 }
 
-/// How long a blob lock may be held before it expires (a commit re-hashing a large blob).
-const BLOB_LOCK_TTL: Duration = Duration::from_secs(600);
-/// How long a request waits for a blob lock.
-const BLOB_LOCK_WAIT: Duration = Duration::from_secs(120);
 /// GC's default grace period (config `gc.graceperiod`).
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 
@@ -113,12 +112,17 @@ impl AppState {
             gc_grace: DEFAULT_GC_GRACE,
             events: Arc::new(events::NoEvents),
             auth: None,
+            shared_cache: false,
         }
     }
 
-    /// Use `coord` for locks instead of the single-process coordinator.
+    /// Coordinate with other replicas through `coord`: locks, invalidation of this
+    /// process's manifest cache by every replica's writes, and [`shared`] lookups through
+    /// its cache. Must be called inside a Tokio runtime (a task follows the invalidations).
     pub fn with_coordinator(mut self, coord: Arc<dyn Coordinator>) -> AppState {
+        self.cache.follow(coord.invalidations());
         self.coord = coord;
+        self.shared_cache = true;
         self
     }
 
@@ -132,17 +136,9 @@ impl AppState {
     /// manifest stored), so that garbage collection, which sweeps a digest under the same
     /// lock, never deletes content that is about to be referenced.
     pub async fn blob_lock(&self, digest: &Digest) -> Result<LockGuard, ApiError> {
-        self.coord
-            .lock(
-                &keys::blob(&digest.to_string()),
-                BLOB_LOCK_TTL,
-                BLOB_LOCK_WAIT,
-            )
+        registry_coord::locks::blob(&*self.coord, &digest.to_string())
             .await
-            .map_err(|e| {
-                ApiError::new(ErrorCode::TooManyRequests, format!("{e}; retry later"))
-                    .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-            })
+            .map_err(|e| shared::lock_failed(e, "this blob"))
     }
 
     /// When a link older than this is used, its timestamp is refreshed (half the grace).

@@ -17,6 +17,7 @@ use crate::cache::CachedManifest;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::events::{Action, Event, Target};
 use crate::route::parse_digest;
+use crate::shared;
 use crate::uploads::query_pairs;
 use crate::{AppState, MAX_MANIFEST_SIZE};
 
@@ -81,15 +82,23 @@ async fn load(
         return Ok(hit);
     }
     let epoch = st.cache.epoch();
-    let record = match parsed {
-        Reference::Tag(tag) => st.meta.resolve_tag(name, tag).await?,
-        Reference::Digest(d) => st.meta.get_manifest(name, d).await?,
+    let found = match parsed {
+        Reference::Tag(tag) => shared::resolve_tag(st, name, tag).await?,
+        Reference::Digest(d) => st
+            .meta
+            .get_manifest(name, d)
+            .await?
+            .map(|r| (r.digest, r.media_type)),
     };
-    let record = record.ok_or_else(|| manifest_unknown(name, reference))?;
-    let body = st.blobs.get_bytes(&record.digest).await?;
+    let (digest, media_type) = found.ok_or_else(|| manifest_unknown(name, reference))?;
+    // The bytes of a digest never change: take them from the cache when it has them.
+    let body = match st.cache.get(name, &digest.to_string()) {
+        Some(hit) => hit.body.clone(),
+        None => st.blobs.get_bytes(&digest).await?,
+    };
     let entry = Arc::new(CachedManifest {
-        digest: record.digest,
-        media_type: record.media_type,
+        digest,
+        media_type,
         body,
     });
     st.cache
@@ -278,6 +287,9 @@ pub async fn put(st: &AppState, name: &str, reference: &str, req: Request) -> Ap
         blobs: parsed.required_blobs().map(|d| d.digest.clone()).collect(),
         children: parsed.manifests.iter().map(|d| d.digest.clone()).collect(),
     };
+    let tag_locks = registry_coord::locks::tags(&*st.coord, name, &tags)
+        .await
+        .map_err(|e| shared::lock_failed(e, "a tag of this manifest"))?;
     match st.meta.put_manifest(name, &new, &tags).await {
         Ok(()) => {}
         // A reference disappeared since the checks above (garbage collection swept it).
@@ -290,6 +302,8 @@ pub async fn put(st: &AppState, name: &str, reference: &str, req: Request) -> Ap
         name,
         tags.iter().map(String::as_str).chain([digest_str.as_str()]),
     );
+    shared::repository_changed(st, name).await;
+    drop(tag_locks);
     tracing::info!(repository = name, digest = %digest, tags = ?tags, "manifest stored");
     emit_push(
         st,
@@ -331,6 +345,7 @@ pub async fn delete(st: &AppState, name: &str, reference: &str) -> ApiResult<Res
                 .ok_or_else(|| manifest_unknown(name, reference))?;
             st.cache
                 .invalidate(name, tags.iter().map(String::as_str).chain([reference]));
+            shared::repository_changed(st, name).await;
             tracing::info!(repository = name, digest = %d, tags = ?tags, "manifest deleted");
             st.events.emit(Event::new(
                 Action::Delete,
@@ -342,10 +357,14 @@ pub async fn delete(st: &AppState, name: &str, reference: &str) -> ApiResult<Res
             ));
         }
         Reference::Tag(t) => {
+            let _tag_lock = registry_coord::locks::tag(&*st.coord, name, &t)
+                .await
+                .map_err(|e| shared::lock_failed(e, "this tag"))?;
             if !st.meta.delete_tag(name, &t).await? {
                 return Err(manifest_unknown(name, reference));
             }
             st.cache.invalidate(name, [t.as_str()]);
+            shared::repository_changed(st, name).await;
             tracing::info!(repository = name, tag = %t, "tag deleted");
             st.events.emit(Event::new(
                 Action::Delete,

@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::blobs::CONTENT_DIGEST;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::route::parse_digest;
+use crate::shared;
 
 /// Header naming the upload session.
 pub const UPLOAD_UUID: &str = "docker-upload-uuid";
@@ -213,15 +214,27 @@ async fn append(st: &AppState, id: &str, req: Request) -> ApiResult<u64> {
     Ok(size)
 }
 
+/// Hold the session's lock (one request at a time per session, across replicas).
+async fn lock_session(st: &AppState, id: &str) -> ApiResult<registry_coord::LockGuard> {
+    match registry_coord::locks::upload(&*st.coord, id).await {
+        Ok(g) => Ok(g),
+        Err(e) => Err(shared::upload_lock_failed(st, id, e).await),
+    }
+}
+
 /// `PATCH /v2/<name>/blobs/uploads/<id>`: append a chunk.
 pub async fn patch(st: &AppState, name: &str, id: &str, req: Request) -> ApiResult<Response> {
     check_session(st, name, id).await?;
+    let _session = lock_session(st, id).await?;
     let size = append(st, id, req).await?;
     Ok(progress_response(StatusCode::ACCEPTED, name, id, size))
 }
 
 /// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: optional last chunk, verify, commit.
 pub async fn finish(st: &AppState, name: &str, id: &str, req: Request) -> ApiResult<Response> {
+    check_session(st, name, id).await?;
+    let _session = lock_session(st, id).await?;
+    // Another request may have finished or cancelled the session while we waited.
     check_session(st, name, id).await?;
     let pairs = query_pairs(&req);
     let digest = match query_get(&pairs, "digest") {
@@ -263,6 +276,7 @@ pub async fn status(st: &AppState, name: &str, id: &str) -> ApiResult<Response> 
 /// `DELETE /v2/<name>/blobs/uploads/<id>`: cancel.
 pub async fn cancel(st: &AppState, name: &str, id: &str) -> ApiResult<Response> {
     check_session(st, name, id).await?;
+    let _session = lock_session(st, id).await?;
     match st.blobs.cancel_upload(id).await {
         Ok(()) | Err(StorageError::UploadUnknown(_)) => {}
         Err(e) => return Err(e.into()),

@@ -8,15 +8,27 @@
 //!   they cached about it;
 //! - a shared key/value cache for lookups (blob sizes, manifests) with a time to live.
 //!
-//! [`local::LocalCoordinator`] is the single-process implementation.
+//! [`local::LocalCoordinator`] is the single-process implementation;
+//! [`redis::RedisCoordinator`] shares all three between replicas through Redis.
+//! [`locks`] holds the lock helpers every caller uses, so that the names, time to live and
+//! waits agree between the API and garbage collection.
 
 pub mod local;
+pub mod locks;
+pub mod lookups;
+pub mod redis;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use self::redis::RedisCoordinator;
 pub use local::LocalCoordinator;
+
+/// The invalidation meaning "every repository": sent when invalidations may have been lost
+/// (the channel to the other replicas dropped or reconnected). Whoever receives it must drop
+/// everything it cached, as it must when its receiver lags behind.
+pub const INVALIDATE_ALL: &str = "*";
 
 /// Errors from a coordinator.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +98,9 @@ pub trait Coordinator: Send + Sync + 'static {
     async fn lock(&self, name: &str, ttl: Duration, wait: Duration) -> Result<LockGuard>;
     /// Tell every replica (this one included) that cached facts about `repo` are stale.
     async fn invalidate(&self, repo: &str) -> Result<()>;
-    /// Repositories invalidated from now on, by any replica.
+    /// Repositories invalidated from now on, by any replica. [`INVALIDATE_ALL`] (`"*"`) means
+    /// that messages may have been lost: drop everything. A receiver that lags
+    /// (`RecvError::Lagged`) has lost messages too and must do the same.
     fn invalidations(&self) -> tokio::sync::broadcast::Receiver<String>;
     /// A cached value.
     async fn cache_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
@@ -94,4 +108,13 @@ pub trait Coordinator: Send + Sync + 'static {
     async fn cache_set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()>;
     /// Drop cached values.
     async fn cache_delete(&self, keys: &[String]) -> Result<()>;
+    /// Several cached values at once (one round trip where the backend allows it), in the
+    /// order of `keys`.
+    async fn cache_get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.cache_get(k).await?);
+        }
+        Ok(out)
+    }
 }

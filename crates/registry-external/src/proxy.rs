@@ -325,6 +325,7 @@ async fn store_manifest(
         name,
         tags.iter().map(String::as_str).chain([digest_str.as_str()]),
     );
+    registry_api::shared::repository_changed(st, name).await;
     Ok(())
 }
 

@@ -308,19 +308,22 @@ async fn sweep(
         }
     }
     report.manifests_deleted = report.swept_manifests.len() as u64;
-    let repos: HashSet<&str> = report
+    let mut changed: HashSet<&str> = report
         .swept_manifests
         .iter()
         .map(|(r, _)| r.as_str())
         .collect();
-    for repo in repos {
-        coord.invalidate(repo).await?;
-    }
 
     for (repo, digest) in &plan.links {
         if meta.gc_unlink_blob(repo, digest, cutoff).await? {
             report.links_removed += 1;
+            changed.insert(repo.as_str());
         }
+    }
+    // Every replica drops what it cached about the repositories GC changed (manifests in
+    // process caches, blob and tag lookups shared through the coordinator).
+    for repo in changed {
+        registry_coord::lookups::repository_changed(coord, repo, true).await;
     }
 
     // Blob rows and content, one digest at a time under its lock.

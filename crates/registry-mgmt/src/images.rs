@@ -417,6 +417,7 @@ pub async fn delete_image(
             .map(String::as_str)
             .chain(digests.iter().map(String::as_str)),
     );
+    registry_api::shared::repository_changed(&st.app, &name).await;
     tracing::info!(repository = %name, tags = removed.tags.len(), manifests = digests.len(), "repository deleted");
     st.app.events.emit(Event::with_request(
         Action::Delete,
@@ -557,6 +558,7 @@ pub async fn delete_tag(
         return Err(tag_unknown(&name, &tag));
     }
     st.app.cache.invalidate(&name, [tag.as_str()]);
+    registry_api::shared::repository_changed(&st.app, &name).await;
     tracing::info!(repository = %name, tag = %tag, "tag deleted");
     st.app.events.emit(Event::with_request(
         Action::Delete,

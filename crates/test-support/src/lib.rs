@@ -3,8 +3,6 @@
 //! store and credentials file, test images, a fault-injecting TCP proxy, and the docker /
 //! podman / skopeo programs.
 
-pub mod failover;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -12,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use oci_core::Digest;
 
+pub mod failover;
 pub mod postgres;
+pub mod redis;
 
 /// Whether an external program is available. Under CI (`HYPER_REQUIRE_TOOLS=1`) a missing
 /// program fails the test; elsewhere the test says loudly that it skipped.
