@@ -256,7 +256,7 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
             std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         match file.try_lock() {
             Ok(()) => Some(file),
-            Err(std::fs::TryLockError::WouldBlock) => bail!(
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
                 "a hyperregistry server is running on {}: stop it, or let it collect \
                  (gc.interval), or use --dry-run",
                 root.display()
@@ -269,14 +269,12 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     let blobs = FsBlobStore::open(root)
         .with_context(|| format!("opening blob storage in {}", root.display()))?;
     let url = cfg.database_url();
-    if !url.starts_with("sqlite:") {
-        bail!("unsupported database URL {url:?}: this build supports sqlite:// URLs");
-    }
-    let meta = Arc::new(
-        SqliteMeta::connect(&url)
-            .await
-            .context("opening the metadata database")?,
-    );
+    let meta = registry_meta::connect(&url).await.with_context(|| {
+        format!(
+            "opening the metadata database {}",
+            registry_meta::redact(&url)
+        )
+    })?;
     let coord: Arc<dyn registry_coord::Coordinator> =
         Arc::new(registry_coord::LocalCoordinator::new());
     let opts = registry_gc::GcOptions {
