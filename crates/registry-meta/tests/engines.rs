@@ -1126,3 +1126,90 @@ async fn postgres_concurrent_writers_stay_consistent() {
     );
     meta.close().await;
 }
+
+/// Repository deletes racing pushes into the same repository from other pools: every push
+/// succeeds or misses a blob link the delete removed (MissingReference), never fails on a
+/// vanished repository row, and whatever survives is consistent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_repository_delete_racing_pushes_stays_consistent() {
+    if !pg::available() {
+        return;
+    }
+    const PUSHERS: usize = 3;
+    const ROUNDS: usize = 30;
+    let url = pg::database_url();
+    PgMeta::connect(&url).await.unwrap().close().await;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deleter = {
+        let (url, done) = (url.clone(), done.clone());
+        tokio::spawn(async move {
+            let meta = PgMeta::connect(&url).await.unwrap();
+            let mut deleted = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(removed) = meta.delete_repository("del/race").await.unwrap() {
+                    deleted += 1;
+                    // A stored manifest always came with its layer's link.
+                    assert!(removed.manifests.is_empty() || removed.blob_links > 0);
+                }
+                tokio::task::yield_now().await;
+            }
+            meta.close().await;
+            deleted
+        })
+    };
+    let mut pushers = tokio::task::JoinSet::new();
+    for w in 0..PUSHERS {
+        let url = url.clone();
+        pushers.spawn(async move {
+            let meta = PgMeta::connect(&url).await.unwrap();
+            let (mut stored, mut missing) = (0, 0);
+            for i in 0..ROUNDS {
+                let layer = Digest::sha256_of(format!("del layer {}", i % 4).as_bytes());
+                meta.link_blob("del/race", &layer, 7).await.unwrap();
+                let m = image(format!("del {w} {i}").as_bytes(), &[&layer]);
+                match meta
+                    .put_manifest("del/race", &m, &tags(&["latest", &format!("w{w}")]))
+                    .await
+                {
+                    Ok(()) => stored += 1,
+                    Err(MetaError::MissingReference(d)) => {
+                        assert_eq!(d, layer);
+                        missing += 1;
+                    }
+                    Err(e) => panic!("pusher {w}: {e}"),
+                }
+            }
+            meta.close().await;
+            (stored, missing)
+        });
+    }
+    let (mut stored, mut missing) = (0, 0);
+    while let Some(joined) = pushers.join_next().await {
+        let (s, m) = joined.unwrap();
+        stored += s;
+        missing += m;
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deleted = deleter.await.unwrap();
+    eprintln!("stored {stored}, refused {missing}, repository deleted {deleted} times");
+    assert!(stored > 0 && deleted > 0, "the race was not exercised");
+
+    let meta = PgMeta::connect(&url).await.unwrap();
+    for tag in meta.list_tags("del/race", None, 100).await.unwrap() {
+        assert!(meta.resolve_tag("del/race", &tag).await.unwrap().is_some());
+    }
+    for m in meta.gc_manifests(None, 1000).await.unwrap() {
+        for d in &m.blobs {
+            assert_eq!(meta.repo_blob(&m.repo, d).await.unwrap(), Some(7));
+        }
+    }
+    // The repository can still be deleted and used afresh.
+    meta.delete_repository("del/race").await.unwrap();
+    assert!(!meta.repository_exists("del/race").await.unwrap());
+    let layer = Digest::sha256_of(b"del layer 0");
+    meta.link_blob("del/race", &layer, 7).await.unwrap();
+    meta.put_manifest("del/race", &image(b"after", &[&layer]), &tags(&["latest"]))
+        .await
+        .unwrap();
+    meta.close().await;
+}
