@@ -11,6 +11,13 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use test_support::{Registry, require_tool};
 
+// These run once per engine combination (`NAME::<meta>::<storage>`): external registries and
+// API-managed rules are stored by the metadata engine.
+backend_tests!(
+    external_registry_crud_secrets_and_test_endpoint,
+    rules_replicate_on_push,
+);
+
 const USER: &str = "alice";
 const PASSWORD: &str = "pl41n-s3cret-Passw0rd";
 
@@ -243,13 +250,12 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
-#[tokio::test]
-async fn external_registry_crud_secrets_and_test_endpoint() {
+async fn external_registry_crud_secrets_and_test_endpoint(backend: Backend) {
     if !require_tool("docker-registry") {
         return;
     }
     let dist = distribution_with_auth().await;
-    let mut s = Server::start().await;
+    let mut s = Server::start_on(backend).await;
     let id = add_registry(&s, "dist", &dist.host(), true).await;
 
     // The secret is never returned.
@@ -552,8 +558,7 @@ async fn wait_jobs(s: &Server, n: usize) -> Vec<Value> {
     }
 }
 
-#[tokio::test]
-async fn rules_replicate_on_push() {
+async fn rules_replicate_on_push(backend: Backend) {
     let b = Server::start().await;
     let cfg_dir = tempfile::tempdir().unwrap();
     let cfg = cfg_dir.path().join("registry.yaml");
@@ -562,7 +567,7 @@ async fn rules_replicate_on_push() {
         "replication:\n  rules:\n    - name: team-releases\n      registry_id: target-b\n      repositories: [\"team/*\"]\n      tags: [\"v*\"]\n      target_prefix: mirror\n",
     )
     .unwrap();
-    let a = Server::start_with_env(&[("REGISTRY_CONFIG", cfg.to_str().unwrap())]).await;
+    let a = Server::start_on_with_env(backend, &[("REGISTRY_CONFIG", cfg.to_str().unwrap())]).await;
     add_registry(&a, "target-b", &format!("127.0.0.1:{}", b.port), false).await;
     let local = Target::new(&format!("127.0.0.1:{}", a.port), None);
     let remote_b = Target::new(&format!("127.0.0.1:{}", b.port), None);

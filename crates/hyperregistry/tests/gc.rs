@@ -13,6 +13,14 @@ use common::*;
 use oci_core::Digest;
 use reqwest::{Client, Method, StatusCode};
 
+// These run once per engine combination (`NAME::<meta>::<storage>`): GC's queries and
+// conditional deletes differ per metadata engine.
+backend_tests!(
+    dry_run_then_gc_frees_exactly_what_nothing_references,
+    gc_running_while_pushes_go_on_loses_nothing_that_ends_up_referenced,
+    blobs_reported_present_or_mounted_are_kept_for_the_grace,
+);
+
 /// Where the filesystem backend keeps a digest's content.
 fn blob_file(root: &Path, d: &Digest) -> PathBuf {
     let hex = d.hex();
@@ -143,9 +151,8 @@ async fn push(
     (d, m.len())
 }
 
-#[tokio::test]
-async fn dry_run_then_gc_frees_exactly_what_nothing_references() {
-    let mut s = Server::start().await;
+async fn dry_run_then_gc_frees_exactly_what_nothing_references(backend: Backend) {
+    let mut s = Server::start_on(backend).await;
     let root = s.root();
     let base = s.url("");
     let (shared, la1, la2, lb, lc) = (
@@ -328,14 +335,16 @@ async fn push_blob_like_docker(
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
 }
 
-#[tokio::test]
-async fn gc_running_while_pushes_go_on_loses_nothing_that_ends_up_referenced() {
+async fn gc_running_while_pushes_go_on_loses_nothing_that_ends_up_referenced(backend: Backend) {
     // GC inside the server every 100 ms with a 1 s grace, sweeping untagged manifests too.
-    let s = Server::start_with_env(&[
-        ("REGISTRY_GC_INTERVAL", "100ms"),
-        ("REGISTRY_GC_GRACEPERIOD", "1s"),
-        ("REGISTRY_GC_DELETEUNTAGGED", "true"),
-    ])
+    let s = Server::start_on_with_env(
+        backend,
+        &[
+            ("REGISTRY_GC_INTERVAL", "100ms"),
+            ("REGISTRY_GC_GRACEPERIOD", "1s"),
+            ("REGISTRY_GC_DELETEUNTAGGED", "true"),
+        ],
+    )
     .await;
     let base = s.url("");
     let shared: Arc<Vec<Vec<u8>>> =
@@ -478,10 +487,9 @@ async fn online_gc_collects_periodically_and_keeps_untagged_without_the_flag() {
     );
 }
 
-#[tokio::test]
-async fn blobs_reported_present_or_mounted_are_kept_for_the_grace() {
+async fn blobs_reported_present_or_mounted_are_kept_for_the_grace(backend: Backend) {
     // The server refreshes a link older than half its grace when it reports the blob.
-    let mut s = Server::start_with_env(&[("REGISTRY_GC_GRACEPERIOD", "2s")]).await;
+    let mut s = Server::start_on_with_env(backend, &[("REGISTRY_GC_GRACEPERIOD", "2s")]).await;
     let base = s.url("");
     let config = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}".to_vec();
     let layer = bytes(3000, 11);

@@ -13,6 +13,13 @@ use oci_core::Digest;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+// These run once per engine combination (`NAME::<meta>::<storage>`): the listings, figures
+// and repository deletes are per-engine queries.
+backend_tests!(
+    images_and_tags_of_a_populated_registry,
+    deletes_through_the_management_api_show_on_v2,
+);
+
 /// An image pushed through `/v2`, with the sizes the management API should report.
 struct Pushed {
     manifest: Vec<u8>,
@@ -181,9 +188,8 @@ async fn populate(s: &Server) -> Fixture {
     }
 }
 
-#[tokio::test]
-async fn images_and_tags_of_a_populated_registry() {
-    let s = Server::start().await;
+async fn images_and_tags_of_a_populated_registry(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let f = populate(&s).await;
 
     // Every repository, in name order, with its figures.
@@ -393,9 +399,8 @@ async fn images_and_tags_of_a_populated_registry() {
     let _ = f.other;
 }
 
-#[tokio::test]
-async fn deletes_through_the_management_api_show_on_v2() {
-    let s = Server::start().await;
+async fn deletes_through_the_management_api_show_on_v2(backend: Backend) {
+    let s = Server::start_on(backend).await;
     let f = populate(&s).await;
 
     // Warm the manifest cache so the deletes must invalidate it.

@@ -3,9 +3,13 @@
 //! PostgreSQL with several pools writing the same repository at once.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use oci_core::Digest;
-use registry_meta::{ManifestRecord, MetaError, MetaStore, NewManifest, PgMeta};
+use registry_meta::{
+    ExternalRegistryRecord, ManifestRecord, MetaError, MetaStore, NewManifest, PgMeta,
+    ReplicationRuleRecord, RepositoryQuery, TagQuery,
+};
 use test_support::postgres as pg;
 
 /// A database of one engine for one test.
@@ -64,6 +68,9 @@ on_every_engine!(
     references_must_exist,
     indexes_referrers_and_deletes,
     uploads_state_and_catalog,
+    gc_deletes_only_what_is_still_unreferenced_and_old,
+    summaries_tag_listing_and_repository_delete,
+    external_registries_rules_and_proxy_tags,
 );
 
 fn rec(data: &[u8], subject: Option<Digest>) -> ManifestRecord {
@@ -382,6 +389,584 @@ async fn uploads_state_and_catalog(db: Db) {
     meta.close().await;
 }
 
+async fn gc_deletes_only_what_is_still_unreferenced_and_old(db: Db) {
+    let meta = db.open().await;
+    let (used, loose) = (Digest::sha256_of(b"used"), Digest::sha256_of(b"loose"));
+    meta.link_blob("r", &used, 4).await.unwrap();
+    meta.link_blob("r", &loose, 5).await.unwrap();
+    let child = NewManifest {
+        record: rec(b"child", None),
+        blobs: vec![used.clone()],
+        children: vec![],
+    };
+    meta.put_manifest("r", &child, &[]).await.unwrap();
+    let idx = NewManifest {
+        record: rec(b"index", None),
+        blobs: vec![],
+        children: vec![child.record.digest.clone()],
+    };
+    meta.put_manifest("r", &idx, &["t".into()]).await.unwrap();
+    let sig = NewManifest {
+        record: rec(b"sig", Some(idx.record.digest.clone())),
+        blobs: vec![],
+        children: vec![],
+    };
+    meta.put_manifest("r", &sig, &[]).await.unwrap();
+    // Nothing is old yet.
+    let now = SystemTime::now();
+    assert!(!meta.gc_unlink_blob("r", &loose, now).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let cutoff = SystemTime::now() - Duration::from_secs(1);
+
+    let page = meta.gc_manifests(None, 2).await.unwrap();
+    let rest = meta
+        .gc_manifests(Some((&page[1].repo, &page[1].digest)), 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len() + rest.len(), 3);
+    let all: Vec<_> = page.into_iter().chain(rest).collect();
+    let find = |d: &Digest| all.iter().find(|m| &m.digest == d).unwrap();
+    assert!(find(&idx.record.digest).tagged);
+    assert_eq!(
+        find(&idx.record.digest).children,
+        vec![child.record.digest.clone()]
+    );
+    assert_eq!(find(&child.record.digest).blobs, vec![used.clone()]);
+    assert_eq!(
+        find(&sig.record.digest).subject,
+        Some(idx.record.digest.clone())
+    );
+    let blobs = meta.gc_blobs(None, 10).await.unwrap();
+    assert_eq!(blobs.len(), 2);
+    assert!(
+        blobs
+            .iter()
+            .all(|b| b.links.len() == 1 && b.links[0].0 == "r")
+    );
+
+    // Referenced or tagged or listed or with a present subject: kept.
+    assert!(!meta.gc_unlink_blob("r", &used, cutoff).await.unwrap());
+    for m in [&idx, &child, &sig] {
+        assert!(
+            !meta
+                .gc_delete_manifest("r", &m.record.digest, cutoff)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !meta.gc_delete_blob(&loose, cutoff).await.unwrap(),
+        "still linked"
+    );
+    // Untagged, the index goes; then its child and its referrer can.
+    assert!(meta.delete_tag("r", "t").await.unwrap());
+    assert!(
+        meta.gc_delete_manifest("r", &idx.record.digest, cutoff)
+            .await
+            .unwrap()
+    );
+    assert!(
+        meta.gc_delete_manifest("r", &sig.record.digest, cutoff)
+            .await
+            .unwrap()
+    );
+    assert!(
+        meta.gc_delete_manifest("r", &child.record.digest, cutoff)
+            .await
+            .unwrap()
+    );
+    assert!(meta.gc_unlink_blob("r", &used, cutoff).await.unwrap());
+
+    // A link used (touch) or re-linked is fresh again.
+    assert_eq!(
+        meta.touch_blob("r", &loose, SystemTime::now())
+            .await
+            .unwrap(),
+        Some(5)
+    );
+    assert!(!meta.gc_unlink_blob("r", &loose, cutoff).await.unwrap());
+
+    // A manifest whose blob GC unlinked is refused inside its transaction.
+    let late = NewManifest {
+        record: rec(b"late", None),
+        blobs: vec![used.clone()],
+        children: vec![],
+    };
+    assert!(matches!(
+        meta.put_manifest("r", &late, &["x".into()]).await,
+        Err(MetaError::MissingReference(d)) if d == used
+    ));
+    assert!(meta.resolve_tag("r", "x").await.unwrap().is_none());
+    assert!(meta.digest_in_use(&used).await.unwrap(), "row still there");
+    assert!(meta.gc_delete_blob(&used, cutoff).await.unwrap());
+    assert!(!meta.digest_in_use(&used).await.unwrap());
+    assert!(!meta.digest_in_use(&idx.record.digest).await.unwrap());
+    meta.close().await;
+}
+
+async fn summaries_tag_listing_and_repository_delete(db: Db) {
+    let meta = db.open().await;
+    let shared = Digest::sha256_of(b"shared");
+    let own = Digest::sha256_of(b"own");
+    for repo in ["team/app", "team/db", "x_y"] {
+        meta.link_blob(repo, &shared, 100).await.unwrap();
+    }
+    meta.link_blob("team/app", &own, 10).await.unwrap();
+    let m1 = NewManifest {
+        record: rec(b"m1", None),
+        blobs: vec![shared.clone(), own.clone()],
+        children: vec![],
+    };
+    let m2 = NewManifest {
+        record: rec(b"m2x", None),
+        blobs: vec![shared.clone()],
+        children: vec![],
+    };
+    meta.put_manifest("team/app", &m1, &["v1".into(), "latest".into()])
+        .await
+        .unwrap();
+    meta.put_manifest("team/app", &m2, &["v2".into()])
+        .await
+        .unwrap();
+    meta.put_manifest("team/db", &m2, &["15".into()])
+        .await
+        .unwrap();
+
+    let q = |name, contains, after| RepositoryQuery {
+        name,
+        contains,
+        after,
+        limit: 10,
+    };
+    let all = meta
+        .repository_summaries(&q(None, None, None))
+        .await
+        .unwrap();
+    let names: Vec<_> = all.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["team/app", "team/db", "x_y"]);
+    // Two manifests (2 + 3 bytes) plus the distinct blobs 100 + 10.
+    assert_eq!(all[0].tag_count, 3);
+    assert_eq!(all[0].total_size, 2 + 3 + 100 + 10);
+    assert_eq!(all[1].total_size, 3 + 100);
+    assert_eq!(all[2].total_size, 0);
+    assert!(all[0].last_update > 0);
+    let page = meta
+        .repository_summaries(&q(None, None, Some("team/app")))
+        .await
+        .unwrap();
+    assert_eq!(page[0].name, "team/db");
+    let one = meta
+        .repository_summaries(&q(Some("team/db"), None, None))
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0], all[1]);
+    // `_` is literal, not a wildcard.
+    let found = meta
+        .repository_summaries(&q(None, Some("_"), None))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].name, "x_y");
+
+    let tags = meta
+        .tag_summaries(&TagQuery {
+            limit: 10,
+            ..TagQuery::default()
+        })
+        .await
+        .unwrap();
+    let pairs: Vec<_> = tags
+        .iter()
+        .map(|t| format!("{}:{}", t.repository, t.tag))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            "team/app:latest",
+            "team/app:v1",
+            "team/app:v2",
+            "team/db:15"
+        ]
+    );
+    assert_eq!(tags[0].digest, m1.record.digest);
+    assert_eq!(tags[2].size, 3);
+    let next = meta
+        .tag_summaries(&TagQuery {
+            after: Some(("team/app", "v1")),
+            limit: 2,
+            ..TagQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 2);
+    assert_eq!(
+        (next[1].repository.as_str(), next[1].tag.as_str()),
+        ("team/db", "15")
+    );
+    let v = meta
+        .tag_summaries(&TagQuery {
+            contains: Some("app:v"),
+            limit: 10,
+            ..TagQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(v.len(), 2);
+    let db = meta
+        .tag_summaries(&TagQuery {
+            repository: Some("team/db"),
+            limit: 10,
+            ..TagQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(db.len(), 1);
+    let exact = meta
+        .tag_summaries(&TagQuery {
+            repository: Some("team/app"),
+            tag: Some("v1"),
+            limit: 10,
+            ..TagQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(exact.len(), 1);
+    assert_eq!(exact[0].digest, m1.record.digest);
+
+    let stats = meta.storage_stats().await.unwrap();
+    assert_eq!(stats.blobs, 2);
+    assert_eq!(stats.bytes, 100 + 10 + 2 + 3);
+
+    let removed = meta.delete_repository("team/app").await.unwrap().unwrap();
+    assert_eq!(removed.tags, ["latest", "v1", "v2"]);
+    assert_eq!(removed.manifests.len(), 2);
+    assert_eq!(removed.blob_links, 2);
+    assert!(!meta.repository_exists("team/app").await.unwrap());
+    assert!(meta.resolve_tag("team/app", "v1").await.unwrap().is_none());
+    assert_eq!(meta.repo_blob("team/app", &own).await.unwrap(), None);
+    // Other repositories and the blob records (content is GC's) are untouched.
+    assert!(meta.resolve_tag("team/db", "15").await.unwrap().is_some());
+    assert_eq!(meta.any_blob(&own).await.unwrap(), Some(10));
+    assert_eq!(meta.delete_repository("team/app").await.unwrap(), None);
+    meta.close().await;
+}
+
+async fn external_registries_rules_and_proxy_tags(db: Db) {
+    let meta = db.open().await;
+    assert!(meta.external_registries().await.unwrap().is_empty());
+    let reg = |id: &str, name: &str, secret: Option<Vec<u8>>| ExternalRegistryRecord {
+        id: id.into(),
+        name: name.into(),
+        kind: "generic".into(),
+        endpoint: format!("https://{name}.example"),
+        auth_kind: if secret.is_some() { "basic" } else { "none" }.into(),
+        username: secret.as_ref().map(|_| "me".to_string()),
+        secret,
+        insecure: false,
+        created_at: 1_700_000_000,
+        updated_at: 1_700_000_000,
+    };
+    // Secrets are opaque bytes (nonce || ciphertext): any byte survives.
+    let sealed = vec![0u8, 255, 1, 0, 128, 10];
+    let a = reg("id-a", "a-upstream", Some(sealed.clone()));
+    let b = reg("id-b", "B-target", None);
+    meta.put_external_registry(&a).await.unwrap();
+    meta.put_external_registry(&b).await.unwrap();
+    // By name, bytewise ("B" sorts before "a").
+    assert_eq!(
+        meta.external_registries().await.unwrap(),
+        vec![b.clone(), a.clone()]
+    );
+    // Replacing by id updates everything but the creation time.
+    let mut a2 = reg("id-a", "c-renamed", None);
+    a2.kind = "harbor".into();
+    a2.insecure = true;
+    a2.created_at = 1_800_000_000;
+    a2.updated_at = 1_800_000_100;
+    meta.put_external_registry(&a2).await.unwrap();
+    let listed = meta.external_registries().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        listed[1],
+        ExternalRegistryRecord {
+            created_at: 1_700_000_000,
+            ..a2.clone()
+        }
+    );
+    // Names are unique.
+    assert!(matches!(
+        meta.put_external_registry(&reg("id-c", "B-target", None))
+            .await,
+        Err(MetaError::Database(_))
+    ));
+    assert!(meta.delete_external_registry("id-b").await.unwrap());
+    assert!(!meta.delete_external_registry("id-b").await.unwrap());
+    assert_eq!(meta.external_registries().await.unwrap().len(), 1);
+
+    assert!(meta.replication_rules().await.unwrap().is_empty());
+    let rule = |id: &str, name: &str, body: &str, at| ReplicationRuleRecord {
+        id: id.into(),
+        name: name.into(),
+        body: body.into(),
+        created_at: at,
+    };
+    let r1 = rule("r1", "nightly", r#"{"mode":"push"}"#, 10);
+    let r2 = rule("r2", "Mirror", r#"{"mode":"pull"}"#, 20);
+    meta.put_replication_rule(&r1).await.unwrap();
+    meta.put_replication_rule(&r2).await.unwrap();
+    assert_eq!(
+        meta.replication_rules().await.unwrap(),
+        vec![r2.clone(), r1.clone()]
+    );
+    meta.put_replication_rule(&rule("r1", "weekly", r#"{"mode":"pull"}"#, 99))
+        .await
+        .unwrap();
+    assert_eq!(
+        meta.replication_rules().await.unwrap()[1],
+        rule("r1", "weekly", r#"{"mode":"pull"}"#, 10)
+    );
+    assert!(matches!(
+        meta.put_replication_rule(&rule("r3", "Mirror", "{}", 30))
+            .await,
+        Err(MetaError::Database(_))
+    ));
+    assert!(meta.delete_replication_rule("r2").await.unwrap());
+    assert!(!meta.delete_replication_rule("r2").await.unwrap());
+    assert_eq!(meta.replication_rules().await.unwrap().len(), 1);
+
+    assert_eq!(meta.proxy_tag_checked("hub/lib", "1").await.unwrap(), None);
+    meta.set_proxy_tag_checked("hub/lib", "1", 1_700_000_000_123)
+        .await
+        .unwrap();
+    meta.set_proxy_tag_checked("hub/lib", "2", 5).await.unwrap();
+    assert_eq!(
+        meta.proxy_tag_checked("hub/lib", "1").await.unwrap(),
+        Some(1_700_000_000_123)
+    );
+    meta.set_proxy_tag_checked("hub/lib", "1", 1_700_000_999_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        meta.proxy_tag_checked("hub/lib", "1").await.unwrap(),
+        Some(1_700_000_999_000)
+    );
+    assert_eq!(
+        meta.proxy_tag_checked("hub/lib", "2").await.unwrap(),
+        Some(5)
+    );
+    assert_eq!(
+        meta.proxy_tag_checked("hub/other", "1").await.unwrap(),
+        None
+    );
+    meta.close().await;
+
+    // Everything survives a reconnect.
+    let meta = db.open().await;
+    assert_eq!(
+        meta.external_registries().await.unwrap()[0].name,
+        "c-renamed"
+    );
+    assert_eq!(meta.replication_rules().await.unwrap()[0].name, "weekly");
+    assert_eq!(
+        meta.proxy_tag_checked("hub/lib", "2").await.unwrap(),
+        Some(5)
+    );
+    meta.close().await;
+}
+
+/// Pushers and garbage collectors with their own pools (separate replicas) work on the same
+/// blobs at once, the collectors with no grace at all (everything unreferenced goes at once).
+/// Every operation succeeds or, for a push whose blob GC unlinked between its link and its
+/// manifest, fails with MissingReference; a manifest that was stored always keeps its blob
+/// links and blob rows, while it is tagged (checked right after each push, then the tag is
+/// removed so that GC takes it and its blobs) and at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_gc_racing_pushes_never_orphans_a_manifest() {
+    if !pg::available() {
+        return;
+    }
+    const PUSHERS: usize = 4;
+    const COLLECTORS: usize = 2;
+    const ROUNDS: usize = 40;
+    const REPOS: [&str; 2] = ["gc/one", "gc/two"];
+    // Pusher w references blobs w*3+i and w*3+i+1 in round i: each blob is dropped by one
+    // pusher shortly before the next one links it again, while GC is removing it.
+    const BLOBS: usize = 12;
+    let url = pg::database_url();
+    let blobs: Arc<Vec<Digest>> = Arc::new(
+        (0..BLOBS)
+            .map(|i| Digest::sha256_of(format!("contended blob {i}").as_bytes()))
+            .collect(),
+    );
+    // Created once before the racers connect (several first migrations at once are tested
+    // elsewhere).
+    PgMeta::connect(&url).await.unwrap().close().await;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let start = Arc::new(tokio::sync::Barrier::new(PUSHERS + COLLECTORS));
+
+    let mut collectors = tokio::task::JoinSet::new();
+    for c in 0..COLLECTORS {
+        let (url, done, start) = (url.clone(), done.clone(), start.clone());
+        collectors.spawn(async move {
+            let meta = PgMeta::connect(&url).await.unwrap();
+            start.wait().await;
+            let (mut manifests, mut links, mut rows) = (0u64, 0u64, 0u64);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let future = SystemTime::now() + Duration::from_secs(3600);
+                for m in meta.gc_manifests(None, 1000).await.unwrap() {
+                    if !m.tagged
+                        && meta
+                            .gc_delete_manifest(&m.repo, &m.digest, future)
+                            .await
+                            .unwrap()
+                    {
+                        manifests += 1;
+                    }
+                }
+                let mut page = meta.gc_blobs(None, 1000).await.unwrap();
+                if c % 2 == 1 {
+                    page.reverse();
+                }
+                for b in page {
+                    for (repo, _) in &b.links {
+                        if meta.gc_unlink_blob(repo, &b.digest, future).await.unwrap() {
+                            links += 1;
+                        }
+                    }
+                    if meta.gc_delete_blob(&b.digest, future).await.unwrap() {
+                        rows += 1;
+                    }
+                }
+            }
+            meta.close().await;
+            (manifests, links, rows)
+        });
+    }
+
+    let mut pushers = tokio::task::JoinSet::new();
+    for w in 0..PUSHERS {
+        let (url, blobs, start) = (url.clone(), blobs.clone(), start.clone());
+        pushers.spawn(async move {
+            let meta = PgMeta::connect(&url).await.unwrap();
+            start.wait().await;
+            let tag = format!("w{w}");
+            let mut last: [Option<NewManifest>; 2] = [None, None];
+            let (mut stored, mut missing) = (0, 0);
+            for i in 0..ROUNDS {
+                let r = i % REPOS.len();
+                let repo = REPOS[r];
+                let (a, b) = (&blobs[(w * 3 + i) % BLOBS], &blobs[(w * 3 + i + 1) % BLOBS]);
+                meta.link_blob(repo, a, 11).await.unwrap();
+                meta.link_blob(repo, b, 11).await.unwrap();
+                let m = image(format!("gc race {w} {i}").as_bytes(), &[a, b]);
+                match meta
+                    .put_manifest(repo, &m, std::slice::from_ref(&tag))
+                    .await
+                {
+                    Ok(()) => {
+                        stored += 1;
+                        // Tagged by us and by nobody else: GC must leave it and its blobs.
+                        for d in [a, b] {
+                            assert_eq!(
+                                meta.repo_blob(repo, d).await.unwrap(),
+                                Some(11),
+                                "{repo}: the link of a stored manifest's blob is gone"
+                            );
+                        }
+                        // Untag it (all but the last round per repository), so that GC can
+                        // take it, then its links, then the blob rows, while others push.
+                        if i + REPOS.len() < ROUNDS {
+                            assert!(meta.delete_tag(repo, &tag).await.unwrap());
+                        } else {
+                            last[r] = Some(m);
+                        }
+                    }
+                    Err(MetaError::MissingReference(d)) => {
+                        assert!(&d == a || &d == b, "unexpected missing {d}");
+                        missing += 1;
+                    }
+                    Err(e) => panic!("pusher {w}: {e}"),
+                }
+            }
+            meta.close().await;
+            (w, last, stored, missing)
+        });
+    }
+    let mut finals = Vec::new();
+    while let Some(joined) = pushers.join_next().await {
+        finals.push(joined.unwrap());
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut collected = (0, 0, 0);
+    while let Some(joined) = collectors.join_next().await {
+        let (m, l, r) = joined.unwrap();
+        collected = (collected.0 + m, collected.1 + l, collected.2 + r);
+    }
+    let (stored, missing): (usize, usize) =
+        finals.iter().fold((0, 0), |(s, m), f| (s + f.2, m + f.3));
+    eprintln!(
+        "stored {stored}, refused {missing}; GC deleted {} manifests, {} links, {} blob rows",
+        collected.0, collected.1, collected.2
+    );
+    assert!(stored > 0, "no push got through");
+    assert!(
+        collected.0 > 0 && collected.1 > 0 && collected.2 > 0,
+        "GC collected nothing ({collected:?}): the race was not exercised"
+    );
+
+    let meta = PgMeta::connect(&url).await.unwrap();
+    // Every manifest left has its blobs linked and recorded.
+    let left = meta.gc_manifests(None, 10_000).await.unwrap();
+    for m in &left {
+        for d in &m.blobs {
+            assert_eq!(
+                meta.repo_blob(&m.repo, d).await.unwrap(),
+                Some(11),
+                "{}@{} lost {d}",
+                m.repo,
+                m.digest
+            );
+        }
+    }
+    // A manifest stored in a pusher's last round per repository still carries its tag.
+    for (w, last, _, _) in &finals {
+        for (r, m) in last.iter().enumerate() {
+            if let Some(m) = m {
+                let got = meta
+                    .resolve_tag(REPOS[r], &format!("w{w}"))
+                    .await
+                    .unwrap()
+                    .expect("tag kept");
+                assert_eq!(got.digest, m.record.digest);
+            }
+        }
+    }
+    // A final collection with no grace leaves exactly the tagged manifests and their blobs.
+    let future = SystemTime::now() + Duration::from_secs(3600);
+    for m in &left {
+        if !m.tagged {
+            meta.gc_delete_manifest(&m.repo, &m.digest, future)
+                .await
+                .unwrap();
+        }
+    }
+    for b in meta.gc_blobs(None, 1000).await.unwrap() {
+        for (repo, _) in &b.links {
+            meta.gc_unlink_blob(repo, &b.digest, future).await.unwrap();
+        }
+        meta.gc_delete_blob(&b.digest, future).await.unwrap();
+    }
+    let kept = meta.gc_manifests(None, 10_000).await.unwrap();
+    assert!(kept.iter().all(|m| m.tagged));
+    for m in &kept {
+        for d in &m.blobs {
+            assert!(meta.repo_blob(&m.repo, d).await.unwrap().is_some());
+        }
+    }
+    meta.close().await;
+}
+
 #[tokio::test]
 async fn unknown_schemes_are_refused() {
     for url in ["mysql://u:secret@h/db", "metadata.db", "redis://h"] {
@@ -539,5 +1124,92 @@ async fn postgres_concurrent_writers_stay_consistent() {
         meta.list_repositories(None, 10).await.unwrap(),
         vec!["race/repo"]
     );
+    meta.close().await;
+}
+
+/// Repository deletes racing pushes into the same repository from other pools: every push
+/// succeeds or misses a blob link the delete removed (MissingReference), never fails on a
+/// vanished repository row, and whatever survives is consistent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_repository_delete_racing_pushes_stays_consistent() {
+    if !pg::available() {
+        return;
+    }
+    const PUSHERS: usize = 3;
+    const ROUNDS: usize = 30;
+    let url = pg::database_url();
+    PgMeta::connect(&url).await.unwrap().close().await;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deleter = {
+        let (url, done) = (url.clone(), done.clone());
+        tokio::spawn(async move {
+            let meta = PgMeta::connect(&url).await.unwrap();
+            let mut deleted = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(removed) = meta.delete_repository("del/race").await.unwrap() {
+                    deleted += 1;
+                    // A stored manifest always came with its layer's link.
+                    assert!(removed.manifests.is_empty() || removed.blob_links > 0);
+                }
+                tokio::task::yield_now().await;
+            }
+            meta.close().await;
+            deleted
+        })
+    };
+    let mut pushers = tokio::task::JoinSet::new();
+    for w in 0..PUSHERS {
+        let url = url.clone();
+        pushers.spawn(async move {
+            let meta = PgMeta::connect(&url).await.unwrap();
+            let (mut stored, mut missing) = (0, 0);
+            for i in 0..ROUNDS {
+                let layer = Digest::sha256_of(format!("del layer {}", i % 4).as_bytes());
+                meta.link_blob("del/race", &layer, 7).await.unwrap();
+                let m = image(format!("del {w} {i}").as_bytes(), &[&layer]);
+                match meta
+                    .put_manifest("del/race", &m, &tags(&["latest", &format!("w{w}")]))
+                    .await
+                {
+                    Ok(()) => stored += 1,
+                    Err(MetaError::MissingReference(d)) => {
+                        assert_eq!(d, layer);
+                        missing += 1;
+                    }
+                    Err(e) => panic!("pusher {w}: {e}"),
+                }
+            }
+            meta.close().await;
+            (stored, missing)
+        });
+    }
+    let (mut stored, mut missing) = (0, 0);
+    while let Some(joined) = pushers.join_next().await {
+        let (s, m) = joined.unwrap();
+        stored += s;
+        missing += m;
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deleted = deleter.await.unwrap();
+    eprintln!("stored {stored}, refused {missing}, repository deleted {deleted} times");
+    assert!(stored > 0 && deleted > 0, "the race was not exercised");
+
+    let meta = PgMeta::connect(&url).await.unwrap();
+    for tag in meta.list_tags("del/race", None, 100).await.unwrap() {
+        assert!(meta.resolve_tag("del/race", &tag).await.unwrap().is_some());
+    }
+    for m in meta.gc_manifests(None, 1000).await.unwrap() {
+        for d in &m.blobs {
+            assert_eq!(meta.repo_blob(&m.repo, d).await.unwrap(), Some(7));
+        }
+    }
+    // The repository can still be deleted and used afresh.
+    meta.delete_repository("del/race").await.unwrap();
+    assert!(!meta.repository_exists("del/race").await.unwrap());
+    let layer = Digest::sha256_of(b"del layer 0");
+    meta.link_blob("del/race", &layer, 7).await.unwrap();
+    meta.put_manifest("del/race", &image(b"after", &[&layer]), &tags(&["latest"]))
+        .await
+        .unwrap();
     meta.close().await;
 }

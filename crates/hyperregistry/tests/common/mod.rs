@@ -476,3 +476,20 @@ macro_rules! backend_test {
         }
     };
 }
+
+impl Server {
+    /// Like [`Server::start_on`], with extra environment (configuration) on top of the
+    /// engines' own.
+    pub async fn start_on_with_env(backend: Backend, env: &[(&str, &str)]) -> Server {
+        let mut all = backend.env();
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let s = Server::start_with_env(&all).await;
+        assert_eq!(
+            s.root().join("metadata.db").exists(),
+            backend.meta == Meta::Sqlite,
+            "{backend:?}: metadata.db in the data directory"
+        );
+        s
+    }
+}
