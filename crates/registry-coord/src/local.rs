@@ -35,28 +35,27 @@ impl LocalCoordinator {
         }
     }
 
-    /// Take the lock if it is free (or expired).
-    fn try_take(&self, name: &str, ttl: Duration) -> bool {
+    /// Take the lock if it is free. Locks here do not expire: a holder in this process stops
+    /// holding only by dropping its guard (the time to live matters across processes, where
+    /// a holder can die; `RedisCoordinator` renews held locks for the same effect).
+    fn try_take(&self, name: &str) -> bool {
         let mut locks = self.locks.lock();
-        let now = Instant::now();
-        match locks.get(name) {
-            Some(expires) if *expires > now => false,
-            _ => {
-                locks.insert(name.to_string(), now + ttl);
-                true
-            }
+        if locks.contains_key(name) {
+            return false;
         }
+        locks.insert(name.to_string(), Instant::now());
+        true
     }
 }
 
 #[async_trait]
 impl Coordinator for LocalCoordinator {
-    async fn lock(&self, name: &str, ttl: Duration, wait: Duration) -> Result<LockGuard> {
+    async fn lock(&self, name: &str, _ttl: Duration, wait: Duration) -> Result<LockGuard> {
         let deadline = Instant::now() + wait;
         loop {
             // Register interest before trying, so a release between the two is not missed.
             let notified = self.released.notified();
-            if self.try_take(name, ttl) {
+            if self.try_take(name) {
                 let locks = self.locks.clone();
                 let released = self.released.clone();
                 let name = name.to_string();
@@ -157,14 +156,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn expired_lock_can_be_taken() {
+    async fn a_held_lock_outlives_its_ttl() {
         let c = LocalCoordinator::new();
         let g = c
             .lock("e", Duration::from_millis(20), Duration::ZERO)
             .await
             .unwrap();
-        std::mem::forget(g);
-        c.lock("e", Duration::from_secs(1), Duration::from_millis(500))
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let busy = c
+            .lock("e", Duration::from_secs(1), Duration::from_millis(50))
+            .await;
+        assert!(matches!(busy, Err(CoordError::LockBusy(_))));
+        drop(g);
+        c.lock("e", Duration::from_secs(1), Duration::ZERO)
             .await
             .unwrap();
     }

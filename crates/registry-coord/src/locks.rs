@@ -14,6 +14,10 @@ pub const TTL: Duration = Duration::from_secs(30);
 pub const BLOB_WAIT: Duration = Duration::from_secs(10);
 /// How long a tag update waits for another update of the same tag.
 pub const TAG_WAIT: Duration = Duration::from_secs(10);
+/// Time to live of an upload session's lock: short, so that when the replica appending to a
+/// session dies, the client's retry on another replica gets the session within seconds
+/// (a live holder renews it every third of this).
+pub const UPLOAD_TTL: Duration = Duration::from_secs(5);
 /// How long a request waits for another request on the same upload session (a client
 /// resuming after a cut connection can arrive while the server still finishes the old one).
 pub const UPLOAD_WAIT: Duration = Duration::from_secs(3);
@@ -31,7 +35,7 @@ pub async fn tag(coord: &dyn Coordinator, repo: &str, tag: &str) -> Result<LockG
 
 /// Hold [`keys::upload`] while a request appends to, commits or cancels upload session `id`.
 pub async fn upload(coord: &dyn Coordinator, id: &str) -> Result<LockGuard> {
-    coord.lock(&keys::upload(id), TTL, UPLOAD_WAIT).await
+    coord.lock(&keys::upload(id), UPLOAD_TTL, UPLOAD_WAIT).await
 }
 
 /// Hold the tag locks of every tag in `tags` (sorted and deduplicated first, so that two
