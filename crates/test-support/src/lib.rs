@@ -96,20 +96,34 @@ pub struct Registry {
 impl Registry {
     /// hyperregistry on a fresh data directory.
     pub fn hyper() -> Registry {
+        Registry::hyper_with_env(&[])
+    }
+
+    /// hyperregistry on a fresh data directory, with extra `REGISTRY_*` settings (another
+    /// metadata database, Redis, S3: replicas share those and keep their own directory).
+    pub fn hyper_with_env(env: &[(String, String)]) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut child = Command::new(hyperregistry_bin())
-            .env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        let mut cmd = Command::new(hyperregistry_bin());
+        cmd.env("REGISTRY_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env(
                 "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
                 dir.path().join("data"),
             )
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
         wait_http(&format!("http://127.0.0.1:{port}/v2/"), &mut child, false);
         Registry { child, port, dir }
+    }
+
+    /// Kill the process at once (SIGKILL), as a crashed replica.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// CNCF Distribution (`docker-registry`), optionally with htpasswd basic auth.
