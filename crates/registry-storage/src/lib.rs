@@ -6,9 +6,13 @@
 //!
 //! - [`BlobStore`]: the backend-neutral interface the HTTP API uses.
 //! - [`fs::FsBlobStore`]: the embedded filesystem backend.
+//! - [`s3::S3BlobStore`]: S3-compatible object storage (multipart uploads, presigned reads).
+//! - [`state::UploadStateStore`]: where stateless backends keep upload sessions.
 
 pub mod fs;
+pub mod s3;
 pub mod sequential;
+pub mod state;
 
 use std::pin::Pin;
 
@@ -18,6 +22,8 @@ use futures::Stream;
 use oci_core::Digest;
 
 pub use fs::FsBlobStore;
+pub use s3::{S3BlobStore, S3Config};
+pub use state::{MemoryUploadStateStore, UploadStateStore};
 
 /// A stream of bytes, as read from a request body or from storage.
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + 'static>>;
@@ -87,4 +93,11 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn commit_upload(&self, id: &str, digest: &Digest) -> Result<u64>;
     /// Discard a session.
     async fn cancel_upload(&self, id: &str) -> Result<()>;
+
+    /// A URL from which a client may read the blob directly (`head`: for a `HEAD` request),
+    /// valid for a limited time, or `None` when the backend serves blobs itself.
+    async fn presigned_url(&self, digest: &Digest, head: bool) -> Result<Option<String>> {
+        let _ = (digest, head);
+        Ok(None)
+    }
 }
