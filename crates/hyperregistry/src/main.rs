@@ -13,10 +13,12 @@ use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use registry_api::AppState;
 use registry_meta::{MetaStore, SqliteMeta};
-use registry_storage::{BlobStore, FsBlobStore};
+use registry_storage::{
+    BlobStore, FsBlobStore, MemoryUploadStateStore, S3BlobStore, UploadStateStore,
+};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 
 /// Command line.
 #[derive(Parser)]
@@ -94,7 +96,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if orphans > 0 {
         tracing::info!(orphans, "removed data of interrupted monolithic uploads");
     }
-    let state = AppState::new(Arc::new(blobs), meta.clone(), cfg.policy());
+    let state = AppState::new(
+        blob_store(&cfg, blobs, meta.as_ref())?,
+        meta.clone(),
+        cfg.policy(),
+    );
     let listener = tokio::net::TcpListener::bind(&cfg.http.addr)
         .await
         .with_context(|| format!("listening on {}", cfg.http.addr))?
@@ -109,6 +115,38 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     meta.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where the S3 backend keeps upload sessions between requests. In memory for now: sessions
+/// then belong to one process (a replica cannot continue another's upload) until the
+/// metadata-backed store is wired in here.
+fn upload_state_store(_meta: &dyn MetaStore) -> Arc<dyn UploadStateStore> {
+    Arc::new(MemoryUploadStateStore::new())
+}
+
+/// The blob store the configuration selects (`fs` is the filesystem one, already open).
+fn blob_store(
+    cfg: &Config,
+    fs: FsBlobStore,
+    meta: &dyn MetaStore,
+) -> anyhow::Result<Arc<dyn BlobStore>> {
+    Ok(match cfg.backend()? {
+        Backend::Filesystem => Arc::new(fs),
+        Backend::S3 => {
+            let s3 = cfg.s3()?;
+            tracing::info!(
+                bucket = %s3.bucket,
+                endpoint = s3.endpoint.as_deref().unwrap_or("AWS"),
+                prefix = %s3.prefix,
+                redirect = s3.redirect,
+                "blobs in S3"
+            );
+            Arc::new(
+                S3BlobStore::new(s3, upload_state_store(meta))
+                    .context("configuring S3 blob storage")?,
+            )
+        }
+    })
 }
 
 #[tokio::main]
