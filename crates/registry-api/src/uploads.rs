@@ -154,8 +154,11 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> ApiResult<Respons
         // Monolithic upload: the whole blob in this request.
         let digest = parse_digest(d)?;
         st.blobs.create_upload(&id).await?;
+        let declared = declared_length(&req);
         let result = async {
-            st.blobs.append_upload(&id, None, body_stream(req)).await?;
+            st.blobs
+                .append_upload_sized(&id, None, declared, body_stream(req))
+                .await?;
             st.blobs.commit_upload(&id, &digest).await
         }
         .await;
@@ -195,7 +198,7 @@ async fn append(st: &AppState, id: &str, req: Request) -> ApiResult<u64> {
     }
     let size = st
         .blobs
-        .append_upload(id, range.map(|r| r.0), body_stream(req))
+        .append_upload_sized(id, range.map(|r| r.0), declared, body_stream(req))
         .await?;
     if let Some((a, b)) = range
         && size != b + 1

@@ -88,6 +88,18 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Append a body to a session; `at`, when given, must equal the current size.
     /// Returns the new size. Durable (fsynced) when it returns.
     async fn append_upload(&self, id: &str, at: Option<u64>, body: ByteStream) -> Result<u64>;
+    /// [`append_upload`](Self::append_upload) for a body whose length is known in advance
+    /// (`Content-Length`), which lets a backend store it as one object.
+    async fn append_upload_sized(
+        &self,
+        id: &str,
+        at: Option<u64>,
+        len: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let _ = len;
+        self.append_upload(id, at, body).await
+    }
     /// Verify the session's bytes against `digest` and move them into place.
     /// On a mismatch the session is discarded. Returns the blob size.
     async fn commit_upload(&self, id: &str, digest: &Digest) -> Result<u64>;

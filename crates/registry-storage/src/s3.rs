@@ -153,11 +153,17 @@ struct SessionState {
     /// The multipart upload was completed into the staging object (a commit was interrupted
     /// after that point).
     completed: bool,
+    /// Bytes held by a plain staging object (a first request of known length, stored with
+    /// one streaming PUT); turned into the first parts if more bytes follow.
+    #[serde(default)]
+    staged: u64,
 }
 
 impl SessionState {
     fn size(&self) -> u64 {
-        self.parts.iter().map(|p| p.size).sum::<u64>() + self.tail.as_ref().map_or(0, |t| t.size)
+        self.staged
+            + self.parts.iter().map(|p| p.size).sum::<u64>()
+            + self.tail.as_ref().map_or(0, |t| t.size)
     }
 }
 
@@ -530,6 +536,298 @@ impl S3BlobStore {
         Ok(PartId { content_id: etag })
     }
 
+    /// Store a whole request body of known length as the plain staging object, with one
+    /// streaming PUT (no part buffers, and nothing to assemble at commit).
+    async fn put_staged(
+        &self,
+        id: &str,
+        len: u64,
+        body: ByteStream,
+        hasher: Option<Hasher>,
+    ) -> Result<Option<Hasher>> {
+        let hasher = Arc::new(parking_lot::Mutex::new(hasher));
+        let body_error: Arc<parking_lot::Mutex<Option<std::io::Error>>> = Arc::default();
+        let (h, be) = (hasher.clone(), body_error.clone());
+        let stream = body.map(move |item| match item {
+            Ok(chunk) => {
+                if let Some(h) = h.lock().as_mut() {
+                    h.update(&chunk);
+                }
+                Ok(chunk)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                *be.lock() = Some(e);
+                Err(std::io::Error::other(msg))
+            }
+        });
+        let url = self
+            .s3
+            .signed_url(
+                Method::PUT,
+                &self.staging_path(id),
+                Duration::from_secs(3600),
+            )
+            .await
+            .map_err(io_err)?;
+        let sent = self
+            .http
+            .put(url.as_str())
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await;
+        if let Some(e) = body_error.lock().take() {
+            return Err(StorageError::Body(e));
+        }
+        let resp =
+            sent.map_err(|e| other(format!("upload {id}: PUT of the staging object: {e}")))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(other(format!(
+                "upload {id}: PUT of the staging object answered {status}: {text}"
+            )));
+        }
+        Ok(hasher.lock().take())
+    }
+
+    /// Turn a plain staging object into the first parts of a multipart upload on the same
+    /// key (server-side UploadPartCopy), so that more bytes can follow.
+    async fn convert_staged(&self, id: &str, state: &mut SessionState) -> Result<()> {
+        let staging = self.staging_path(id);
+        let multipart = self.ensure_multipart(id, state).await?;
+        let step = self.cfg.copy_part_size;
+        let mut ranges = Vec::new();
+        let mut start = 0;
+        while start < state.staged {
+            let mut end = (start + step).min(state.staged);
+            if state.staged - end < MIN_PART {
+                end = state.staged; // no part below the minimum
+            }
+            ranges.push((start, end));
+            start = end;
+        }
+        let etags: Vec<PartId> = futures::stream::iter(ranges.clone().into_iter().enumerate())
+            .map(|(i, (a, b))| self.upload_part_copy(&staging, &staging, &multipart, i, a, b - 1))
+            .buffered(COPY_CONCURRENCY)
+            .try_collect()
+            .await?;
+        state.parts = ranges
+            .iter()
+            .zip(etags)
+            .map(|((a, b), p)| PartRecord {
+                etag: p.content_id,
+                size: b - a,
+            })
+            .collect();
+        state.staged = 0;
+        self.save_state(id, state).await
+    }
+
+    /// Append to a session; `single` is the body's length when it may go as one object.
+    async fn append(
+        &self,
+        id: &str,
+        at: Option<u64>,
+        single: Option<u64>,
+        mut body: ByteStream,
+    ) -> Result<u64> {
+        Self::check_id(id)?;
+        let local = self.local(id);
+        let mut local = local.lock().await;
+        let Some(mut state) = self.load_state(id).await? else {
+            drop(local);
+            self.forget_local(id);
+            return Err(StorageError::UploadUnknown(id.to_string()));
+        };
+        if state.completed {
+            return Err(other(format!("upload {id} is being committed")));
+        }
+        let start = state.size();
+        if let Some(at) = at
+            && at != start
+        {
+            return Err(StorageError::OutOfOrder {
+                have: start,
+                got: at,
+            });
+        }
+        // The running hash continues only if it covers exactly the stored bytes (another
+        // replica may have appended since).
+        let mut hasher = match local.hasher.take() {
+            Some(h) if local.hashed == start => Some(h),
+            _ => None,
+        };
+        local.hashed = 0;
+        // An empty body (a PUT that only commits) changes nothing: in particular it must not
+        // turn a staged object into parts.
+        let first = loop {
+            match body.next().await {
+                Some(Ok(c)) if c.is_empty() => continue,
+                other => break other,
+            }
+        };
+        match first {
+            None => {
+                local.hasher = hasher;
+                local.hashed = start;
+                return Ok(start);
+            }
+            Some(Err(e)) => {
+                local.hasher = hasher;
+                local.hashed = start;
+                return Err(StorageError::Body(e));
+            }
+            Some(Ok(chunk)) => {
+                body = Box::pin(futures::stream::once(async move { Ok(chunk) }).chain(body));
+            }
+        }
+        if let Some(len) = single
+            && start == 0
+            && state.multipart.is_none()
+        {
+            if let Some(max) = self.cfg.max_upload
+                && len > max
+            {
+                return Err(StorageError::TooLarge(max));
+            }
+            let hasher = self.put_staged(id, len, body, hasher).await?;
+            state.staged = len;
+            self.save_state(id, &state).await?;
+            if let Some(h) = hasher {
+                local.hasher = Some(h);
+                local.hashed = len;
+            }
+            return Ok(len);
+        }
+        if state.staged > 0 {
+            self.convert_staged(id, &mut state).await?;
+        }
+        let (size, failure) = self
+            .append_parts(id, state, start, &mut hasher, &mut body)
+            .await?;
+        // Every byte received is stored (also when the body was cut short): the hash holds.
+        if let Some(h) = hasher {
+            local.hasher = Some(h);
+            local.hashed = size;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(size),
+        }
+    }
+
+    /// Stream a body into parts of the session's multipart upload (one filling here, at
+    /// most one being sent), keeping what is left as the tail. Returns the new size and, for
+    /// a body cut short, its error (what arrived is kept).
+    async fn append_parts(
+        &self,
+        id: &str,
+        mut state: SessionState,
+        start: u64,
+        hasher: &mut Option<Hasher>,
+        body: &mut ByteStream,
+    ) -> Result<(u64, Option<StorageError>)> {
+        let old_tail = state.tail.take();
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut buffered = 0u64;
+        if let Some(t) = &old_tail {
+            let bytes = self.read_tail(id, t).await?;
+            buffered = bytes.len() as u64;
+            chunks.push(bytes);
+        }
+        let mut in_flight: Option<tokio::task::JoinHandle<Result<PartRecord>>> = None;
+        let mut received = 0u64;
+        let mut failure: Option<StorageError> = None;
+
+        // Stream the body into parts: one filling here, at most one being sent.
+        let streamed: Result<()> = async {
+            while let Some(item) = body.next().await {
+                let chunk = match item {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failure = Some(StorageError::Body(e));
+                        break;
+                    }
+                };
+                received += chunk.len() as u64;
+                if let Some(max) = self.cfg.max_upload
+                    && start + received > max
+                {
+                    failure = Some(StorageError::TooLarge(max));
+                    break;
+                }
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                buffered += chunk.len() as u64;
+                chunks.push(chunk);
+                let index = state.parts.len() + usize::from(in_flight.is_some());
+                if buffered >= self.part_target(index) {
+                    if let Some(task) = in_flight.take() {
+                        state.parts.push(task.await.expect("part upload panicked")?);
+                    }
+                    let multipart = self.ensure_multipart(id, &mut state).await?;
+                    let index = state.parts.len();
+                    in_flight = Some(self.spawn_part(
+                        id,
+                        &multipart,
+                        index,
+                        std::mem::take(&mut chunks),
+                        buffered,
+                    ));
+                    buffered = 0;
+                }
+            }
+            if let Some(task) = in_flight.take() {
+                state.parts.push(task.await.expect("part upload panicked")?);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = streamed {
+            // The saved state still describes what is stored; parts sent beyond it are
+            // replaced by the next request's parts of the same numbers.
+            if let Some(task) = in_flight.take() {
+                task.abort();
+            }
+            return Err(e);
+        }
+        if matches!(failure, Some(StorageError::TooLarge(_))) {
+            return Err(failure.expect("checked"));
+        }
+        // What is left: a last part when long enough, else the new tail. A body cut short
+        // keeps every byte received, as the filesystem backend does.
+        if buffered >= MIN_PART {
+            let multipart = self.ensure_multipart(id, &mut state).await?;
+            let index = state.parts.len();
+            let task =
+                self.spawn_part(id, &multipart, index, std::mem::take(&mut chunks), buffered);
+            state.parts.push(task.await.expect("part upload panicked")?);
+        } else if buffered > 0 {
+            let generation = state.next_tail;
+            state.next_tail += 1;
+            let payload: PutPayload = std::mem::take(&mut chunks).into_iter().collect();
+            self.s3
+                .put(&self.tail_path(id, generation), payload)
+                .await
+                .map_err(io_err)?;
+            state.tail = Some(TailRecord {
+                generation,
+                size: buffered,
+            });
+        }
+        self.save_state(id, &state).await?;
+        if let Some(t) = old_tail
+            && state.tail.as_ref().map(|n| n.generation) != Some(t.generation)
+            && let Err(e) = self.s3.delete(&self.tail_path(id, t.generation)).await
+        {
+            tracing::warn!(upload = id, error = %e, "removing a replaced tail object");
+        }
+        Ok((state.size(), failure))
+    }
+
     /// Hash a stored object from the start, streaming.
     async fn hash_object(&self, path: &Path, algorithm: Algorithm) -> Result<Digest> {
         let mut stream = self.s3.get(path).await.map_err(io_err)?.into_stream();
@@ -619,140 +917,20 @@ impl BlobStore for S3BlobStore {
         Ok(self.load_state(id).await?.map(|s| s.size()))
     }
 
-    async fn append_upload(&self, id: &str, at: Option<u64>, mut body: ByteStream) -> Result<u64> {
-        Self::check_id(id)?;
-        let local = self.local(id);
-        let mut local = local.lock().await;
-        let Some(mut state) = self.load_state(id).await? else {
-            drop(local);
-            self.forget_local(id);
-            return Err(StorageError::UploadUnknown(id.to_string()));
-        };
-        if state.completed {
-            return Err(other(format!("upload {id} is being committed")));
-        }
-        let start = state.size();
-        if let Some(at) = at
-            && at != start
-        {
-            return Err(StorageError::OutOfOrder {
-                have: start,
-                got: at,
-            });
-        }
-        // The running hash continues only if it covers exactly the stored bytes (another
-        // replica may have appended since).
-        let mut hasher = match local.hasher.take() {
-            Some(h) if local.hashed == start => Some(h),
-            _ => None,
-        };
-        local.hashed = 0;
+    async fn append_upload(&self, id: &str, at: Option<u64>, body: ByteStream) -> Result<u64> {
+        self.append(id, at, None, body).await
+    }
 
-        let old_tail = state.tail.take();
-        let mut chunks: Vec<Bytes> = Vec::new();
-        let mut buffered = 0u64;
-        if let Some(t) = &old_tail {
-            let bytes = self.read_tail(id, t).await?;
-            buffered = bytes.len() as u64;
-            chunks.push(bytes);
-        }
-        let mut in_flight: Option<tokio::task::JoinHandle<Result<PartRecord>>> = None;
-        let mut received = 0u64;
-        let mut failure: Option<StorageError> = None;
-
-        // Stream the body into parts: one filling here, at most one being sent.
-        let streamed: Result<()> = async {
-            while let Some(item) = body.next().await {
-                let chunk = match item {
-                    Ok(c) => c,
-                    Err(e) => {
-                        failure = Some(StorageError::Body(e));
-                        break;
-                    }
-                };
-                received += chunk.len() as u64;
-                if let Some(max) = self.cfg.max_upload
-                    && start + received > max
-                {
-                    failure = Some(StorageError::TooLarge(max));
-                    break;
-                }
-                if let Some(h) = &mut hasher {
-                    h.update(&chunk);
-                }
-                buffered += chunk.len() as u64;
-                chunks.push(chunk);
-                let index = state.parts.len() + usize::from(in_flight.is_some());
-                if buffered >= self.part_target(index) {
-                    if let Some(task) = in_flight.take() {
-                        state.parts.push(task.await.expect("part upload panicked")?);
-                    }
-                    let multipart = self.ensure_multipart(id, &mut state).await?;
-                    let index = state.parts.len();
-                    in_flight = Some(self.spawn_part(
-                        id,
-                        &multipart,
-                        index,
-                        std::mem::take(&mut chunks),
-                        buffered,
-                    ));
-                    buffered = 0;
-                }
-            }
-            if let Some(task) = in_flight.take() {
-                state.parts.push(task.await.expect("part upload panicked")?);
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = streamed {
-            // The saved state still describes what is stored; parts sent beyond it are
-            // replaced by the next request's parts of the same numbers.
-            if let Some(task) = in_flight.take() {
-                task.abort();
-            }
-            return Err(e);
-        }
-        if matches!(failure, Some(StorageError::TooLarge(_))) {
-            return Err(failure.expect("checked"));
-        }
-        // What is left: a last part when long enough, else the new tail. A body cut short
-        // keeps every byte received, as the filesystem backend does.
-        if buffered >= MIN_PART {
-            let multipart = self.ensure_multipart(id, &mut state).await?;
-            let index = state.parts.len();
-            let task =
-                self.spawn_part(id, &multipart, index, std::mem::take(&mut chunks), buffered);
-            state.parts.push(task.await.expect("part upload panicked")?);
-        } else if buffered > 0 {
-            let generation = state.next_tail;
-            state.next_tail += 1;
-            let payload: PutPayload = std::mem::take(&mut chunks).into_iter().collect();
-            self.s3
-                .put(&self.tail_path(id, generation), payload)
-                .await
-                .map_err(io_err)?;
-            state.tail = Some(TailRecord {
-                generation,
-                size: buffered,
-            });
-        }
-        self.save_state(id, &state).await?;
-        if let Some(t) = old_tail
-            && state.tail.as_ref().map(|n| n.generation) != Some(t.generation)
-            && let Err(e) = self.s3.delete(&self.tail_path(id, t.generation)).await
-        {
-            tracing::warn!(upload = id, error = %e, "removing a replaced tail object");
-        }
-        let size = state.size();
-        if let Some(h) = hasher {
-            local.hasher = Some(h);
-            local.hashed = size;
-        }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(size),
-        }
+    async fn append_upload_sized(
+        &self,
+        id: &str,
+        at: Option<u64>,
+        len: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        // One streaming PUT for a large first body (S3 caps single PUTs at 5 GiB).
+        let single = len.filter(|l| (MIN_PART..=MAX_COPY_OBJECT).contains(l));
+        self.append(id, at, single, body).await
     }
 
     async fn commit_upload(&self, id: &str, digest: &Digest) -> Result<u64> {
@@ -777,7 +955,7 @@ impl BlobStore for S3BlobStore {
         };
         let dest = self.blob_path(digest);
 
-        if state.parts.is_empty() && !state.completed {
+        if state.parts.is_empty() && !state.completed && state.staged == 0 {
             // Shorter than one part: the tail holds every byte.
             let bytes = match &state.tail {
                 Some(t) => self.read_tail(id, t).await?,
@@ -801,7 +979,8 @@ impl BlobStore for S3BlobStore {
         }
 
         let staging = self.staging_path(id);
-        if !state.completed {
+        // A plain staging object (one streaming PUT) already holds every byte.
+        if !state.completed && state.staged == 0 {
             if let Some(computed) = &running
                 && computed != digest
             {
@@ -831,29 +1010,49 @@ impl BlobStore for S3BlobStore {
                     .map_err(io_err)?;
                 parts.push(part);
             }
+            let started = std::time::Instant::now();
             self.s3
                 .complete_multipart(&staging, &multipart, parts)
                 .await
                 .map_err(io_err)?;
+            tracing::debug!(
+                upload = id,
+                ms = started.elapsed().as_millis() as u64,
+                "multipart upload completed"
+            );
             state.completed = true;
             self.save_state(id, &state).await?;
         }
+        let started = std::time::Instant::now();
+        let from_running = running.is_some();
         let computed = match running {
             Some(d) => d,
             None => self.hash_object(&staging, digest.algorithm()).await?,
         };
+        tracing::debug!(
+            upload = id,
+            from_running,
+            ms = started.elapsed().as_millis() as u64,
+            "digest computed"
+        );
         if &computed != digest {
             self.discard(id, &state).await?;
             drop(local_guard);
             self.forget_local(id);
             return Err(mismatch(computed));
         }
+        let started = std::time::Instant::now();
         match self.s3.head(&dest).await {
             Ok(meta) if meta.size == size => {} // content-addressed: already in place
             Ok(_) => self.copy_into_place(&staging, &dest, size).await?,
             Err(e) if is_not_found(&e) => self.copy_into_place(&staging, &dest, size).await?,
             Err(e) => return Err(io_err(e)),
         }
+        tracing::debug!(
+            upload = id,
+            ms = started.elapsed().as_millis() as u64,
+            "blob in place"
+        );
         self.discard(id, &state).await?;
         drop(local_guard);
         self.forget_local(id);

@@ -426,3 +426,80 @@ async fn presigned_urls_serve_get_and_head() {
     let tampered = get.replace(digest.hex(), Digest::sha256_of(b"x").hex());
     assert_eq!(http.get(&tampered).send().await.unwrap().status(), 403);
 }
+
+#[tokio::test]
+async fn first_body_of_known_length_is_one_object() {
+    let Some(s3) = S3Server::start() else { return };
+    let states = Arc::new(MemoryUploadStateStore::new());
+    let store = store(&s3, &states);
+    let blob = data(7 * MIB, 10);
+    let digest = Digest::sha256_of(&blob);
+    store.create_upload("one").await.unwrap();
+    let len = Some(blob.len() as u64);
+    assert_eq!(
+        store
+            .append_upload_sized("one", Some(0), len, body(&blob, 100_000))
+            .await
+            .unwrap(),
+        blob.len() as u64
+    );
+    // One plain staging object, no multipart upload.
+    assert_eq!(s3.objects("uploads"), vec!["uploads/one/data".to_string()]);
+    assert_eq!(s3.pending_multipart_files(), Vec::<String>::new());
+    assert_eq!(store.commit_upload("one", &digest).await.unwrap(), 7 << 20);
+    assert_eq!(
+        Digest::sha256_of(&read_all(&store, &digest, 0, blob.len() as u64).await),
+        digest
+    );
+    assert_clean(&s3, &states);
+
+    // A wrong digest keeps nothing.
+    store.create_upload("bad").await.unwrap();
+    store
+        .append_upload_sized("bad", None, len, body(&blob, MIB))
+        .await
+        .unwrap();
+    let wrong = Digest::sha256_of(b"other");
+    assert!(matches!(
+        store.commit_upload("bad", &wrong).await,
+        Err(StorageError::DigestMismatch { .. })
+    ));
+    assert_eq!(store.stat(&wrong).await.unwrap(), None);
+    assert_clean(&s3, &states);
+}
+
+#[tokio::test]
+async fn staged_object_becomes_parts_when_more_follows() {
+    let Some(s3) = S3Server::start() else { return };
+    let states = Arc::new(MemoryUploadStateStore::new());
+    let mut cfg = config(&s3);
+    cfg.copy_part_size = MIN_PART; // the staged 12 MiB become parts of 5 and 7 MiB
+    let a = S3BlobStore::new(cfg.clone(), states.clone() as Arc<dyn UploadStateStore>).unwrap();
+    let b = S3BlobStore::new(cfg, states.clone() as Arc<dyn UploadStateStore>).unwrap();
+    let blob = data(12 * MIB + 3 * MIB + 100, 11);
+    let digest = Digest::sha256_of(&blob);
+    let first = 12 * MIB;
+    a.create_upload("grow").await.unwrap();
+    a.append_upload_sized(
+        "grow",
+        Some(0),
+        Some(first as u64),
+        body(&blob[..first], MIB),
+    )
+    .await
+    .unwrap();
+    // The other replica appends: the staged object is copied into parts server-side.
+    b.append_upload("grow", Some(first as u64), body(&blob[first..], 65536))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.upload_size("grow").await.unwrap(),
+        Some(blob.len() as u64)
+    );
+    a.commit_upload("grow", &digest).await.unwrap();
+    assert_eq!(
+        Digest::sha256_of(&read_all(&b, &digest, 0, blob.len() as u64).await),
+        digest
+    );
+    assert_clean(&s3, &states);
+}
