@@ -57,12 +57,14 @@ fn a_push_survives_the_death_of_its_replica() {
     let lb = FailoverProxy::start(&[a.port, b.port]);
     let dest = format!("{}/dst/big:1", lb.host());
     let out = std::thread::scope(|scope| {
-        let push =
-            scope.spawn(|| hb.run(&["push", &format!("{}/src/big:1", src.host()), &dest]));
+        let push = scope.spawn(|| hb.run(&["push", &format!("{}/src/big:1", src.host()), &dest]));
         // Kill replica A in the middle of the second 64 MiB chunk.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while lb.bytes_up() < 90 << 20 {
-            assert!(std::time::Instant::now() < deadline, "the push never started");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the push never started"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         a.kill();

@@ -65,6 +65,11 @@ pub struct StorageConfig {
     pub delete: EnabledFlag,
     /// `storage.maintenance.*`
     pub maintenance: MaintenanceConfig,
+    /// `storage.s3.*`
+    pub s3: S3StorageConfig,
+    /// The blob backend, `filesystem` or `s3` (`REGISTRY_STORAGE`); when unset, `s3` if
+    /// `storage.s3.bucket` is set, else `filesystem`.
+    pub driver: Option<String>,
 }
 
 /// A `{ enabled: bool }` block, as Distribution writes them.
@@ -111,6 +116,71 @@ impl Default for FilesystemConfig {
             rootdirectory: PathBuf::from("registry-data"),
         }
     }
+}
+
+/// `storage.s3.*` (Distribution's names): an S3-compatible bucket for blobs.
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct S3StorageConfig {
+    /// Bucket name.
+    pub bucket: Option<String>,
+    /// Endpoint URL for S3-compatible servers (`http://minio:9000`); AWS when unset.
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: String,
+    /// Access key id (else `AWS_*` variables or the instance's role).
+    pub accesskey: Option<String>,
+    /// Secret access key.
+    pub secretkey: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible servers want.
+    pub forcepathstyle: bool,
+    /// Redirect blob reads to presigned URLs.
+    pub redirect: bool,
+    /// Key prefix in the bucket.
+    pub rootdirectory: String,
+    /// Upload part size in bytes (at least 5 MiB).
+    pub chunksize: u64,
+}
+
+impl Default for S3StorageConfig {
+    fn default() -> Self {
+        S3StorageConfig {
+            bucket: None,
+            endpoint: None,
+            region: "us-east-1".into(),
+            accesskey: None,
+            secretkey: None,
+            forcepathstyle: false,
+            redirect: false,
+            rootdirectory: String::new(),
+            chunksize: registry_storage::S3Config::new("").part_size,
+        }
+    }
+}
+
+impl std::fmt::Debug for S3StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3StorageConfig")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("accesskey", &self.accesskey)
+            .field("secretkey", &self.secretkey.as_ref().map(|_| "<redacted>"))
+            .field("forcepathstyle", &self.forcepathstyle)
+            .field("redirect", &self.redirect)
+            .field("rootdirectory", &self.rootdirectory)
+            .field("chunksize", &self.chunksize)
+            .finish()
+    }
+}
+
+/// Which blob backend the configuration selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Files under `storage.filesystem.rootdirectory`.
+    Filesystem,
+    /// An S3-compatible bucket (`storage.s3.*`).
+    S3,
 }
 
 /// `database.*`
@@ -214,11 +284,23 @@ impl Config {
             );
             builder = builder.add_source(config::File::from(path));
         }
+        // `REGISTRY_STORAGE` names the backend; as a key it would clash with the `storage`
+        // table, so it is read on its own.
+        let mut env: config::Map<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("REGISTRY_"))
+            .collect();
+        let driver = env.remove("REGISTRY_STORAGE");
         builder = builder.add_source(
             config::Environment::with_prefix("REGISTRY")
                 .separator("_")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(Some(env)),
         );
+        if let Some(driver) = driver {
+            builder = builder
+                .set_override("storage.driver", driver)
+                .context("REGISTRY_STORAGE")?;
+        }
         let cfg: Config = builder
             .build()
             .context("reading configuration")?
@@ -234,6 +316,50 @@ impl Config {
             read_only: self.storage.maintenance.readonly.enabled,
             max_concurrent_uploads: self.http.maxconcurrentuploads,
         }
+    }
+
+    /// The blob backend these settings select.
+    pub fn backend(&self) -> anyhow::Result<Backend> {
+        match self
+            .storage
+            .driver
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("filesystem") => Ok(Backend::Filesystem),
+            Some("s3") => Ok(Backend::S3),
+            Some(other) => anyhow::bail!(
+                "unknown storage backend {other:?} (REGISTRY_STORAGE): use filesystem or s3"
+            ),
+            None if self.storage.s3.bucket.is_some() => Ok(Backend::S3),
+            None => Ok(Backend::Filesystem),
+        }
+    }
+
+    /// The S3 store's settings (`storage.s3.*`, `storage.maxblobsize`).
+    pub fn s3(&self) -> anyhow::Result<registry_storage::S3Config> {
+        let s3 = &self.storage.s3;
+        let bucket =
+            s3.bucket.clone().filter(|b| !b.is_empty()).context(
+                "storage.s3.bucket (REGISTRY_STORAGE_S3_BUCKET) is required for S3 storage",
+            )?;
+        let mut cfg = registry_storage::S3Config::new(bucket);
+        cfg.endpoint = s3.endpoint.clone().filter(|e| !e.is_empty());
+        cfg.region = s3.region.clone();
+        cfg.access_key = s3.accesskey.clone().filter(|k| !k.is_empty());
+        cfg.secret_key = s3.secretkey.clone().filter(|k| !k.is_empty());
+        cfg.path_style = s3.forcepathstyle;
+        // An http:// endpoint written in the configuration is the operator's consent.
+        cfg.allow_http = cfg
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"));
+        cfg.prefix = s3.rootdirectory.clone();
+        cfg.redirect = s3.redirect;
+        cfg.part_size = s3.chunksize;
+        cfg.max_upload = self.storage.maxblobsize;
+        Ok(cfg)
     }
 
     /// The metadata database URL, defaulting to SQLite in the data directory.

@@ -13,10 +13,13 @@ use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use registry_api::AppState;
 use registry_coord::{Coordinator, RedisCoordinator};
-use registry_storage::{BlobStore, FsBlobStore};
+use registry_meta::MetaStore;
+use registry_storage::{
+    BlobStore, FsBlobStore, MemoryUploadStateStore, S3BlobStore, UploadStateStore,
+};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 
 /// Command line.
 #[derive(Parser)]
@@ -121,7 +124,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Held (shared) while serving: an offline `hyperregistry gc` refuses to sweep under a
     // live server whose locks it cannot see.
     let _serving = serve_lock(root)?;
-    let state = AppState::new(Arc::new(blobs), meta.clone(), cfg.policy()).with_gc_grace(grace);
+    let state = AppState::new(
+        blob_store(&cfg, blobs, meta.clone())?,
+        meta.clone(),
+        cfg.policy(),
+    )
+    .with_gc_grace(grace);
     let state = match redis_coordinator(&cfg).await? {
         Some(coord) => state.with_coordinator(coord),
         None => state,
@@ -290,8 +298,6 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let blobs = FsBlobStore::open(root)
-        .with_context(|| format!("opening blob storage in {}", root.display()))?;
     let url = cfg.database_url();
     let meta = registry_meta::connect(&url).await.with_context(|| {
         format!(
@@ -299,6 +305,9 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
             registry_meta::redact(&url)
         )
     })?;
+    let fs = FsBlobStore::open(root)
+        .with_context(|| format!("opening blob storage in {}", root.display()))?;
+    let blobs = blob_store(&cfg, fs, meta.clone())?;
     let coord: Arc<dyn Coordinator> =
         shared.unwrap_or_else(|| Arc::new(registry_coord::LocalCoordinator::new()));
     let opts = registry_gc::GcOptions {
@@ -306,7 +315,7 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
         delete_untagged: args.delete_untagged,
         grace,
     };
-    let report = registry_gc::run(meta.clone(), Arc::new(blobs), coord, opts)
+    let report = registry_gc::run(meta.clone(), blobs, coord, opts)
         .await
         .context("garbage collection")?;
     meta.close().await;
@@ -368,6 +377,76 @@ async fn redis_coordinator(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Coordi
         ),
     }
     Ok(Some(Arc::new(coord)))
+}
+
+/// The S3 backend's upload-session state, kept in the metadata database (the `uploads`
+/// row's `state` column), so that any replica can continue any upload. Single-request
+/// uploads (monolithic pushes, replication, pull-through caching) have no session row and
+/// end in the request that started them: their state stays in this process.
+struct MetaUploadState {
+    meta: Arc<dyn MetaStore>,
+    single_request: MemoryUploadStateStore,
+}
+
+fn state_err(e: registry_meta::MetaError) -> registry_storage::StorageError {
+    registry_storage::StorageError::Io(std::io::Error::other(e))
+}
+
+#[async_trait::async_trait]
+impl UploadStateStore for MetaUploadState {
+    async fn load(&self, id: &str) -> registry_storage::Result<Option<Vec<u8>>> {
+        match self.meta.upload_state(id).await.map_err(state_err)? {
+            Some(state) => Ok(Some(state)),
+            None => self.single_request.load(id).await,
+        }
+    }
+
+    async fn save(&self, id: &str, state: &[u8]) -> registry_storage::Result<()> {
+        match self.meta.set_upload_state(id, state).await {
+            Ok(()) => Ok(()),
+            Err(registry_meta::MetaError::UnknownUpload(_)) => {
+                self.single_request.save(id, state).await
+            }
+            Err(e) => Err(state_err(e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> registry_storage::Result<()> {
+        // A session row's state goes with the row, which the API deletes when the session
+        // ends.
+        self.single_request.remove(id).await
+    }
+}
+
+/// The blob store the configuration selects (`fs` is the filesystem one, already open).
+fn blob_store(
+    cfg: &Config,
+    fs: FsBlobStore,
+    meta: Arc<dyn MetaStore>,
+) -> anyhow::Result<Arc<dyn BlobStore>> {
+    Ok(match cfg.backend()? {
+        Backend::Filesystem => Arc::new(fs),
+        Backend::S3 => {
+            let s3 = cfg.s3()?;
+            tracing::info!(
+                bucket = %s3.bucket,
+                endpoint = s3.endpoint.as_deref().unwrap_or("AWS"),
+                prefix = %s3.prefix,
+                redirect = s3.redirect,
+                "blobs in S3"
+            );
+            Arc::new(
+                S3BlobStore::new(
+                    s3,
+                    Arc::new(MetaUploadState {
+                        meta,
+                        single_request: MemoryUploadStateStore::new(),
+                    }),
+                )
+                .context("configuring S3 blob storage")?,
+            )
+        }
+    })
 }
 
 #[tokio::main]

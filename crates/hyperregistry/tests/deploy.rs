@@ -61,11 +61,23 @@ fn nginx_balances_over_the_compose_replicas() {
     let compose = deploy_file("compose.yaml");
     let nginx = deploy_file("nginx.conf");
     for replica in ["registry-1", "registry-2"] {
-        assert!(compose.contains(&format!("\n  {replica}:\n")), "{replica} is a service");
-        assert!(nginx.contains(&format!("server {replica}:5000")), "nginx sends to {replica}");
+        assert!(
+            compose.contains(&format!("\n  {replica}:\n")),
+            "{replica} is a service"
+        );
+        assert!(
+            nginx.contains(&format!("server {replica}:5000")),
+            "nginx sends to {replica}"
+        );
     }
-    assert!(nginx.contains("client_max_body_size 0"), "no upload size limit");
-    assert!(nginx.contains("proxy_request_buffering off"), "uploads stream");
+    assert!(
+        nginx.contains("client_max_body_size 0"),
+        "no upload size limit"
+    );
+    assert!(
+        nginx.contains("proxy_request_buffering off"),
+        "uploads stream"
+    );
 }
 
 #[tokio::test]

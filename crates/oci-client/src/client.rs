@@ -135,6 +135,17 @@ impl RegistryClient {
     pub fn new(cfg: ClientConfig) -> Result<RegistryClient> {
         let plain = Self::builder(&cfg)
             .tls_certs_only(std::iter::empty())
+            // It has no TLS roots: a redirect to https:// (blob storage) is stopped here and
+            // followed with the TLS client (`follow_tls_redirect`).
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.url().scheme() == "https" {
+                    attempt.stop()
+                } else if attempt.previous().len() >= 10 {
+                    attempt.error("too many redirects")
+                } else {
+                    attempt.follow()
+                }
+            }))
             .build()
             .map_err(|source| ClientError::Http {
                 context: "creating the HTTP client".into(),
@@ -186,6 +197,42 @@ impl RegistryClient {
                 source,
             })?;
         Ok(self.tls.get_or_init(|| built))
+    }
+
+    /// Follow a redirect the plain-HTTP client stopped at (an `http://` registry sending blob
+    /// reads to `https://` storage) with the TLS client: same method and `Range`, and no
+    /// registry credentials (the target URL carries its own authorization).
+    async fn follow_tls_redirect(
+        &self,
+        resp: Response,
+        method: Method,
+        range: Option<&str>,
+        context: &str,
+    ) -> Result<Response> {
+        if !resp.status().is_redirection() {
+            return Ok(resp);
+        }
+        let Some(target) = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| resp.url().join(l).ok())
+        else {
+            return Ok(resp);
+        };
+        tracing::debug!(
+            host = target.host_str().unwrap_or(""),
+            context,
+            "following a redirect to TLS storage"
+        );
+        let mut rb = self.http_for(target.as_str())?.request(method, target);
+        if let Some(r) = range {
+            rb = rb.header(header::RANGE, r);
+        }
+        rb.send().await.map_err(|source| ClientError::Http {
+            context: context.to_string(),
+            source,
+        })
     }
 
     /// The configuration in use.
@@ -556,8 +603,18 @@ impl RegistryClient {
         let resp = self
             .send(r, &scopes, &context, &|http| Ok(http.head(&url)))
             .await?;
+        let resp = self
+            .follow_tls_redirect(resp, Method::HEAD, None, &context)
+            .await?;
         match resp.status() {
-            s if s.is_success() => Ok(Some(resp.content_length().unwrap_or(0))),
+            // A HEAD response has no body, so read the header rather than the body's length.
+            s if s.is_success() => Ok(Some(
+                resp.headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            )),
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(status_error(&context, resp).await),
         }
@@ -574,15 +631,18 @@ impl RegistryClient {
         let url = self.url(r, &format!("blobs/{digest}"));
         let context = format!("downloading blob {digest}");
         let scopes = [repo_scope(&r.repository, false)];
+        let range = (offset > 0).then(|| format!("bytes={offset}-"));
         let resp = self
             .send(r, &scopes, &context, &|http| {
                 let rb = http.get(&url);
-                Ok(if offset > 0 {
-                    rb.header(header::RANGE, format!("bytes={offset}-"))
-                } else {
-                    rb
+                Ok(match &range {
+                    Some(range) => rb.header(header::RANGE, range),
+                    None => rb,
                 })
             })
+            .await?;
+        let resp = self
+            .follow_tls_redirect(resp, Method::GET, range.as_deref(), &context)
             .await?;
         match resp.status() {
             StatusCode::OK => Ok((resp, false)),
@@ -751,6 +811,10 @@ impl RegistryClient {
                     .get(&url)
                     .header(header::RANGE, format!("bytes={spec}")))
             })
+            .await?;
+        let range = format!("bytes={spec}");
+        let resp = self
+            .follow_tls_redirect(resp, Method::GET, Some(&range), &context)
             .await?;
         let status = resp.status();
         if status == StatusCode::OK {

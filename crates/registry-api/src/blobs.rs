@@ -82,6 +82,18 @@ pub async fn get(
         .headers()
         .get(header::RANGE)
         .map(|v| v.to_str().unwrap_or("invalid").to_string());
+    // Like Distribution: GET and HEAD go to the storage's presigned URL when it has one,
+    // with or without Range. Several ranges are served here: S3 answers only single ranges.
+    let multi_range = range_header.as_deref().is_some_and(|v| v.contains(','));
+    if !multi_range && let Some(url) = st.blobs.presigned_url(&digest, head).await? {
+        return Ok(Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, hv(&url))
+            .header(CONTENT_DIGEST, hv(&digest.to_string()))
+            .header(header::CONTENT_LENGTH, 0)
+            .body(Body::empty())
+            .expect("valid response"));
+    }
     let ranges = match &range_header {
         Some(v) => Some(resolve_ranges(v, size).ok_or_else(|| unsatisfiable(size))?),
         None => None,

@@ -156,9 +156,12 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> ApiResult<Respons
         // Monolithic upload: the whole blob in this request.
         let digest = parse_digest(d)?;
         st.blobs.create_upload(&id).await?;
+        let declared = declared_length(&req);
         let mut lock = None;
         let result = async {
-            st.blobs.append_upload(&id, None, body_stream(req)).await?;
+            st.blobs
+                .append_upload_sized(&id, None, declared, body_stream(req))
+                .await?;
             // Commit and link under the blob lock (see `AppState::blob_lock`).
             lock = Some(st.blob_lock(&digest).await?);
             Ok::<_, ApiError>(st.blobs.commit_upload(&id, &digest).await?)
@@ -175,8 +178,9 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> ApiResult<Respons
         drop(lock);
         return Ok(created(name, &digest));
     }
-    st.blobs.create_upload(&id).await?;
+    // The session row first: a blob store may keep the session's state in it (S3).
     st.meta.create_upload(&id, name).await?;
+    st.blobs.create_upload(&id).await?;
     Ok(progress_response(StatusCode::ACCEPTED, name, &id, 0))
 }
 
@@ -201,7 +205,7 @@ async fn append(st: &AppState, id: &str, req: Request) -> ApiResult<u64> {
     }
     let size = st
         .blobs
-        .append_upload(id, range.map(|r| r.0), body_stream(req))
+        .append_upload_sized(id, range.map(|r| r.0), declared, body_stream(req))
         .await?;
     if let Some((a, b)) = range
         && size != b + 1

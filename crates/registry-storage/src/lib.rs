@@ -6,9 +6,13 @@
 //!
 //! - [`BlobStore`]: the backend-neutral interface the HTTP API uses.
 //! - [`fs::FsBlobStore`]: the embedded filesystem backend.
+//! - [`s3::S3BlobStore`]: S3-compatible object storage (multipart uploads, presigned reads).
+//! - [`state::UploadStateStore`]: where stateless backends keep upload sessions.
 
 pub mod fs;
+pub mod s3;
 pub mod sequential;
+pub mod state;
 
 use std::pin::Pin;
 
@@ -18,6 +22,8 @@ use futures::Stream;
 use oci_core::Digest;
 
 pub use fs::FsBlobStore;
+pub use s3::{S3BlobStore, S3Config};
+pub use state::{MemoryUploadStateStore, UploadStateStore};
 
 /// A stream of bytes, as read from a request body or from storage.
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + 'static>>;
@@ -96,6 +102,18 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Append a body to a session; `at`, when given, must equal the current size.
     /// Returns the new size. Durable (fsynced) when it returns.
     async fn append_upload(&self, id: &str, at: Option<u64>, body: ByteStream) -> Result<u64>;
+    /// [`append_upload`](Self::append_upload) for a body whose length is known in advance
+    /// (`Content-Length`), which lets a backend store it as one object.
+    async fn append_upload_sized(
+        &self,
+        id: &str,
+        at: Option<u64>,
+        len: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let _ = len;
+        self.append_upload(id, at, body).await
+    }
     /// Verify the session's bytes against `digest` and move them into place.
     /// On a mismatch the session is discarded. Returns the blob size.
     async fn commit_upload(&self, id: &str, digest: &Digest) -> Result<u64>;
@@ -108,4 +126,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// listing runs may or may not appear; garbage collection only deletes blobs older than
     /// its grace period, so that is harmless.
     fn list_blobs(&self) -> BlobInfoStream;
+    /// A URL from which a client may read the blob directly (`head`: for a `HEAD` request),
+    /// valid for a limited time, or `None` when the backend serves blobs itself.
+    async fn presigned_url(&self, digest: &Digest, head: bool) -> Result<Option<String>> {
+        let _ = (digest, head);
+        Ok(None)
+    }
 }

@@ -639,3 +639,5 @@ pub fn debootstrap_tarball(dir: &Path, include: &[&str]) -> (PathBuf, PathBuf) {
     sh("tar", &["-C", &root, "-cf", tarball.to_str().unwrap(), "."]);
     (rootfs, tarball)
 }
+
+pub mod s3;

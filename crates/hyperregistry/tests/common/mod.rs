@@ -493,3 +493,22 @@ impl Server {
         s
     }
 }
+
+/// A registry whose blobs live in the bucket of a fresh `s3s-fs` (metadata stays in the
+/// registry's data directory), with extra environment variables. `None` when s3s-fs is not
+/// installed (a test failure under `HYPER_REQUIRE_TOOLS=1`). Keep the pair together: the
+/// registry is stopped first when it drops.
+pub async fn start_s3_server(
+    extra_env: &[(&str, &str)],
+) -> Option<(Server, test_support::s3::S3Server)> {
+    let s3 = test_support::s3::S3Server::start()?;
+    let mut env = s3.registry_env();
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start_with_env(&env).await;
+    Some((server, s3))
+}

@@ -1,0 +1,1125 @@
+//! S3-compatible object storage backend (AWS S3, MinIO, Garage, s3s, …) on `object_store`.
+//!
+//! Keys under the configured prefix:
+//! - `blobs/<algorithm>/<first two hex>/<hex>`: committed blobs, immutable.
+//! - `uploads/<session id>/data`: the staging object an upload's multipart upload completes to.
+//! - `uploads/<session id>/tail-<n>`: bytes of a session not yet making up a whole part.
+//!
+//! An upload session streams through an S3 multipart upload on the staging key: the body is
+//! cut into parts of at least [`MIN_PART`] (one part filling while the previous one is sent,
+//! so a request holds at most two parts in memory). What is left at the end of a request
+//! (shorter than a part) is kept as a small tail object and prepended to the next request's
+//! bytes. The session's state (multipart upload id, parts with their ETags and sizes, tail)
+//! lives in an [`UploadStateStore`], so any replica sharing it and the bucket continues the
+//! session from persisted state only.
+//!
+//! Commit: the digest comes from the running hash when this process saw every byte in order,
+//! else the completed staging object is read back and hashed (streaming). Only verified bytes
+//! are copied under `blobs/` (CopyObject, or parallel UploadPartCopy above
+//! [`S3Config::copy_part_threshold`]), so nothing appears there unverified.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::signer::{SignedUrlOptions, Signer};
+use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use oci_core::{Algorithm, Digest, Hasher};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+
+use crate::state::UploadStateStore;
+use crate::{BlobStore, ByteStream, Result, StorageError};
+
+/// S3's smallest part (every part but the last must be at least this long).
+pub const MIN_PART: u64 = 5 << 20;
+/// S3's largest object for a single CopyObject.
+pub const MAX_COPY_OBJECT: u64 = 5 << 30;
+/// How long presigned blob URLs stay valid (Distribution uses the same).
+const PRESIGN_TTL: Duration = Duration::from_secs(20 * 60);
+/// UploadPartCopy requests in flight during a large commit.
+const COPY_CONCURRENCY: usize = 8;
+/// S3's maximum part count per multipart upload.
+const MAX_PARTS: usize = 10_000;
+
+/// Settings of an S3 blob store.
+#[derive(Clone)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Endpoint URL (`http://127.0.0.1:9000`); AWS's regional endpoint when `None`.
+    pub endpoint: Option<String>,
+    /// Region (`us-east-1` for most S3-compatible servers).
+    pub region: String,
+    /// Access key id; credentials come from the environment (`AWS_*`, instance role) when `None`.
+    pub access_key: Option<String>,
+    /// Secret access key.
+    pub secret_key: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`) instead of virtual-hosted (`bucket.endpoint/key`).
+    pub path_style: bool,
+    /// Allow plain-HTTP endpoints.
+    pub allow_http: bool,
+    /// Key prefix every object goes under (`registry` → `registry/blobs/...`); may be empty.
+    pub prefix: String,
+    /// Answer blob reads with redirects to presigned URLs.
+    pub redirect: bool,
+    /// Target size of upload parts (at least [`MIN_PART`]); grows after every 1000 parts so
+    /// that S3's 10,000-part limit allows blobs of hundreds of GiB.
+    pub part_size: u64,
+    /// Staging objects larger than this are copied to their blob key with parallel
+    /// UploadPartCopy requests instead of one CopyObject (which S3 caps at 5 GiB).
+    pub copy_part_threshold: u64,
+    /// Range size of each UploadPartCopy.
+    pub copy_part_size: u64,
+    /// Largest blob accepted, in bytes.
+    pub max_upload: Option<u64>,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key", &self.access_key)
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .field("prefix", &self.prefix)
+            .field("redirect", &self.redirect)
+            .field("part_size", &self.part_size)
+            .field("copy_part_threshold", &self.copy_part_threshold)
+            .field("copy_part_size", &self.copy_part_size)
+            .field("max_upload", &self.max_upload)
+            .finish()
+    }
+}
+
+impl S3Config {
+    /// Defaults for a bucket: AWS endpoint, `us-east-1`, virtual-hosted, 16 MiB parts.
+    pub fn new(bucket: impl Into<String>) -> S3Config {
+        S3Config {
+            bucket: bucket.into(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key: None,
+            secret_key: None,
+            path_style: false,
+            allow_http: false,
+            prefix: String::new(),
+            redirect: false,
+            part_size: 16 << 20,
+            copy_part_threshold: MAX_COPY_OBJECT,
+            copy_part_size: 512 << 20,
+            max_upload: None,
+        }
+    }
+}
+
+/// One finished part of a session's multipart upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartRecord {
+    etag: String,
+    size: u64,
+}
+
+/// A session's bytes after its last whole part, kept as `uploads/<id>/tail-<generation>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TailRecord {
+    generation: u64,
+    size: u64,
+}
+
+/// What replicas share about a session (JSON in the [`UploadStateStore`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SessionState {
+    /// The staging multipart upload, created with the first whole part.
+    multipart: Option<String>,
+    /// Parts uploaded so far, in order.
+    parts: Vec<PartRecord>,
+    /// Bytes after the last part.
+    tail: Option<TailRecord>,
+    /// Generation of the next tail object (tails are never overwritten in place).
+    next_tail: u64,
+    /// The multipart upload was completed into the staging object (a commit was interrupted
+    /// after that point).
+    completed: bool,
+    /// Bytes held by a plain staging object (a first request of known length, stored with
+    /// one streaming PUT); turned into the first parts if more bytes follow.
+    #[serde(default)]
+    staged: u64,
+}
+
+impl SessionState {
+    fn size(&self) -> u64 {
+        self.staged
+            + self.parts.iter().map(|p| p.size).sum::<u64>()
+            + self.tail.as_ref().map_or(0, |t| t.size)
+    }
+}
+
+/// What this process knows beyond the shared state: the running hash, valid while `hashed`
+/// equals the session's size.
+struct Local {
+    hasher: Option<Hasher>,
+    hashed: u64,
+}
+
+/// A blob store on an S3-compatible bucket.
+pub struct S3BlobStore {
+    s3: Arc<AmazonS3>,
+    cfg: S3Config,
+    prefix: String,
+    states: Arc<dyn UploadStateStore>,
+    locals: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Local>>>>,
+    http: reqwest::Client,
+}
+
+fn io_err(e: object_store::Error) -> StorageError {
+    StorageError::Io(e.into())
+}
+
+fn other(msg: String) -> StorageError {
+    StorageError::Io(std::io::Error::other(msg))
+}
+
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+/// Insert the bucket as a subdomain of an endpoint URL (virtual-hosted-style requests).
+fn virtual_hosted(endpoint: &str, bucket: &str) -> Result<String> {
+    let (scheme, rest) = endpoint
+        .split_once("://")
+        .ok_or_else(|| other(format!("S3 endpoint {endpoint:?} has no scheme")))?;
+    Ok(format!(
+        "{scheme}://{bucket}.{}",
+        rest.trim_end_matches('/')
+    ))
+}
+
+impl S3BlobStore {
+    /// Connect to a bucket (no request is made until the first operation).
+    pub fn new(cfg: S3Config, states: Arc<dyn UploadStateStore>) -> Result<S3BlobStore> {
+        if cfg.part_size < MIN_PART {
+            return Err(other(format!(
+                "S3 part size {} is below the minimum of {MIN_PART}",
+                cfg.part_size
+            )));
+        }
+        if cfg.copy_part_size < MIN_PART || cfg.copy_part_size > MAX_COPY_OBJECT {
+            return Err(other(format!(
+                "S3 copy part size {} must be between {MIN_PART} and {MAX_COPY_OBJECT}",
+                cfg.copy_part_size
+            )));
+        }
+        let prefix = cfg.prefix.trim_matches('/').to_string();
+        let prefix_ok = prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+            && !prefix
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..");
+        if !prefix.is_empty() && !prefix_ok {
+            return Err(other(format!(
+                "S3 key prefix {prefix:?} must be path segments of [A-Za-z0-9._-]"
+            )));
+        }
+        // Bodies of large reads stream for as long as the client takes: no overall request
+        // timeout, but a stalled read fails.
+        let options = ClientOptions::new()
+            .with_allow_http(cfg.allow_http)
+            .with_timeout_disabled()
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_read_timeout(Duration::from_secs(300));
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&cfg.bucket)
+            .with_region(&cfg.region)
+            .with_allow_http(cfg.allow_http)
+            // Payloads are verified by digest at commit; signing them would hash every byte
+            // twice more (client and server) for nothing.
+            .with_unsigned_payload(true)
+            .with_virtual_hosted_style_request(!cfg.path_style)
+            .with_client_options(options);
+        if let Some(endpoint) = &cfg.endpoint {
+            let endpoint = if cfg.path_style {
+                endpoint.trim_end_matches('/').to_string()
+            } else {
+                virtual_hosted(endpoint, &cfg.bucket)?
+            };
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(key) = &cfg.access_key {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &cfg.secret_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        let s3 = builder.build().map_err(io_err)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| other(format!("creating the S3 copy client: {e}")))?;
+        Ok(S3BlobStore {
+            s3: Arc::new(s3),
+            cfg,
+            prefix,
+            states,
+            locals: parking_lot::Mutex::new(HashMap::new()),
+            http,
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &S3Config {
+        &self.cfg
+    }
+
+    fn key(&self, rel: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(rel)
+        } else {
+            Path::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    /// The key of a committed blob.
+    pub fn blob_key(&self, digest: &Digest) -> String {
+        let hex = digest.hex();
+        self.key(&format!(
+            "blobs/{}/{}/{hex}",
+            digest.algorithm().as_str(),
+            &hex[..2]
+        ))
+        .to_string()
+    }
+
+    fn blob_path(&self, digest: &Digest) -> Path {
+        Path::from(self.blob_key(digest))
+    }
+
+    fn check_id(id: &str) -> Result<()> {
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if ok {
+            Ok(())
+        } else {
+            Err(StorageError::UploadUnknown(id.to_string()))
+        }
+    }
+
+    fn staging_path(&self, id: &str) -> Path {
+        self.key(&format!("uploads/{id}/data"))
+    }
+
+    fn tail_path(&self, id: &str, generation: u64) -> Path {
+        self.key(&format!("uploads/{id}/tail-{generation}"))
+    }
+
+    fn local(&self, id: &str) -> Arc<tokio::sync::Mutex<Local>> {
+        self.locals
+            .lock()
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Local {
+                    hasher: None,
+                    hashed: 0,
+                }))
+            })
+            .clone()
+    }
+
+    fn forget_local(&self, id: &str) {
+        self.locals.lock().remove(id);
+    }
+
+    async fn load_state(&self, id: &str) -> Result<Option<SessionState>> {
+        let Some(raw) = self.states.load(id).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| other(format!("upload {id}: corrupt session state: {e}")))
+    }
+
+    async fn save_state(&self, id: &str, state: &SessionState) -> Result<()> {
+        let raw = serde_json::to_vec(state).expect("session state serializes");
+        self.states.save(id, &raw).await
+    }
+
+    /// Target size of the part with 0-based index `n`.
+    fn part_target(&self, n: usize) -> u64 {
+        self.cfg.part_size * (1 + (n / 1000) as u64)
+    }
+
+    async fn read_tail(&self, id: &str, tail: &TailRecord) -> Result<Bytes> {
+        let bytes = self
+            .s3
+            .get(&self.tail_path(id, tail.generation))
+            .await
+            .map_err(io_err)?
+            .bytes()
+            .await
+            .map_err(io_err)?;
+        if bytes.len() as u64 != tail.size {
+            return Err(other(format!(
+                "upload {id}: tail object has {} bytes, the session state says {}",
+                bytes.len(),
+                tail.size
+            )));
+        }
+        Ok(bytes)
+    }
+
+    async fn ensure_multipart(&self, id: &str, state: &mut SessionState) -> Result<String> {
+        if let Some(m) = &state.multipart {
+            return Ok(m.clone());
+        }
+        let m = self
+            .s3
+            .create_multipart(&self.staging_path(id))
+            .await
+            .map_err(io_err)?;
+        state.multipart = Some(m.clone());
+        Ok(m)
+    }
+
+    fn spawn_part(
+        &self,
+        id: &str,
+        multipart: &str,
+        index: usize,
+        chunks: Vec<Bytes>,
+        size: u64,
+    ) -> tokio::task::JoinHandle<Result<PartRecord>> {
+        let s3 = self.s3.clone();
+        let path = self.staging_path(id);
+        let multipart = multipart.to_string();
+        tokio::spawn(async move {
+            let payload: PutPayload = chunks.into_iter().collect();
+            let part = s3
+                .put_part(&path, &multipart, index, payload)
+                .await
+                .map_err(io_err)?;
+            Ok(PartRecord {
+                etag: part.content_id,
+                size,
+            })
+        })
+    }
+
+    /// Remove everything a session left in the bucket and its state.
+    async fn discard(&self, id: &str, state: &SessionState) -> Result<()> {
+        if let Some(m) = &state.multipart
+            && !state.completed
+        {
+            match self.s3.abort_multipart(&self.staging_path(id), m).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        if let Some(t) = &state.tail {
+            self.s3
+                .delete(&self.tail_path(id, t.generation))
+                .await
+                .map_err(io_err)?;
+        }
+        self.s3
+            .delete(&self.staging_path(id))
+            .await
+            .map_err(io_err)?;
+        self.states.remove(id).await
+    }
+
+    /// Copy a verified staging object to its blob key.
+    async fn copy_into_place(&self, from: &Path, to: &Path, size: u64) -> Result<()> {
+        if size <= self.cfg.copy_part_threshold {
+            return self.s3.copy(from, to).await.map_err(io_err);
+        }
+        let multipart = self.s3.create_multipart(to).await.map_err(io_err)?;
+        let step = self.cfg.copy_part_size;
+        let count = size.div_ceil(step) as usize;
+        if count > MAX_PARTS {
+            return Err(other(format!(
+                "a {size}-byte copy needs {count} parts of {step} bytes; S3 allows {MAX_PARTS}"
+            )));
+        }
+        let parts: Result<Vec<PartId>> = futures::stream::iter(0..count)
+            .map(|i| {
+                let start = i as u64 * step;
+                let end = (start + step).min(size) - 1;
+                self.upload_part_copy(from, to, &multipart, i, start, end)
+            })
+            .buffered(COPY_CONCURRENCY)
+            .try_collect()
+            .await;
+        match parts {
+            Ok(parts) => {
+                self.s3
+                    .complete_multipart(to, &multipart, parts)
+                    .await
+                    .map_err(io_err)?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.s3.abort_multipart(to, &multipart).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// One UploadPartCopy (`object_store` has no call for it): a presigned `PUT` whose
+    /// signature covers the part number, upload id and copy-source headers.
+    async fn upload_part_copy(
+        &self,
+        from: &Path,
+        to: &Path,
+        multipart: &str,
+        index: usize,
+        start: u64,
+        end: u64,
+    ) -> Result<PartId> {
+        use reqwest::header::{HeaderName, HeaderValue};
+        let source = HeaderValue::from_str(&format!("/{}/{from}", self.cfg.bucket))
+            .map_err(|e| other(format!("copy source header: {e}")))?;
+        let range = HeaderValue::from_str(&format!("bytes={start}-{end}")).expect("ascii");
+        let source_name = HeaderName::from_static("x-amz-copy-source");
+        let range_name = HeaderName::from_static("x-amz-copy-source-range");
+        let options = SignedUrlOptions::new()
+            .with_query([
+                ("partNumber", (index + 1).to_string()),
+                ("uploadId", multipart.to_string()),
+            ])
+            .with_signed_header(source_name.clone(), source.clone())
+            .with_signed_header(range_name.clone(), range.clone());
+        let url = self
+            .s3
+            .signed_url_opts(Method::PUT, to, Duration::from_secs(3600), &options)
+            .await
+            .map_err(io_err)?;
+        let resp = self
+            .http
+            .put(url.as_str())
+            .header(source_name, source)
+            .header(range_name, range)
+            .send()
+            .await
+            .map_err(|e| other(format!("UploadPartCopy {}: {e}", index + 1)))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| other(format!("UploadPartCopy {} response: {e}", index + 1)))?;
+        if !status.is_success() {
+            return Err(other(format!(
+                "UploadPartCopy {} answered {status}: {body}",
+                index + 1
+            )));
+        }
+        // <CopyPartResult><ETag>"…"</ETag>…; S3 may also answer 200 with an <Error> body.
+        let etag = body
+            .split_once("<ETag>")
+            .and_then(|(_, rest)| rest.split_once("</ETag>"))
+            .map(|(etag, _)| etag.replace("&quot;", "\"").replace("&#34;", "\""))
+            .ok_or_else(|| other(format!("UploadPartCopy {}: {body}", index + 1)))?;
+        Ok(PartId { content_id: etag })
+    }
+
+    /// Store a whole request body of known length as the plain staging object, with one
+    /// streaming PUT (no part buffers, and nothing to assemble at commit).
+    async fn put_staged(
+        &self,
+        id: &str,
+        len: u64,
+        body: ByteStream,
+        hasher: Option<Hasher>,
+    ) -> Result<Option<Hasher>> {
+        let hasher = Arc::new(parking_lot::Mutex::new(hasher));
+        let body_error: Arc<parking_lot::Mutex<Option<std::io::Error>>> = Arc::default();
+        let (h, be) = (hasher.clone(), body_error.clone());
+        let stream = body.map(move |item| match item {
+            Ok(chunk) => {
+                if let Some(h) = h.lock().as_mut() {
+                    h.update(&chunk);
+                }
+                Ok(chunk)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                *be.lock() = Some(e);
+                Err(std::io::Error::other(msg))
+            }
+        });
+        let url = self
+            .s3
+            .signed_url(
+                Method::PUT,
+                &self.staging_path(id),
+                Duration::from_secs(3600),
+            )
+            .await
+            .map_err(io_err)?;
+        let sent = self
+            .http
+            .put(url.as_str())
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await;
+        if let Some(e) = body_error.lock().take() {
+            return Err(StorageError::Body(e));
+        }
+        let resp =
+            sent.map_err(|e| other(format!("upload {id}: PUT of the staging object: {e}")))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(other(format!(
+                "upload {id}: PUT of the staging object answered {status}: {text}"
+            )));
+        }
+        Ok(hasher.lock().take())
+    }
+
+    /// Turn a plain staging object into the first parts of a multipart upload on the same
+    /// key (server-side UploadPartCopy), so that more bytes can follow.
+    async fn convert_staged(&self, id: &str, state: &mut SessionState) -> Result<()> {
+        let staging = self.staging_path(id);
+        let multipart = self.ensure_multipart(id, state).await?;
+        let step = self.cfg.copy_part_size;
+        let mut ranges = Vec::new();
+        let mut start = 0;
+        while start < state.staged {
+            let mut end = (start + step).min(state.staged);
+            if state.staged - end < MIN_PART {
+                end = state.staged; // no part below the minimum
+            }
+            ranges.push((start, end));
+            start = end;
+        }
+        let etags: Vec<PartId> = futures::stream::iter(ranges.clone().into_iter().enumerate())
+            .map(|(i, (a, b))| self.upload_part_copy(&staging, &staging, &multipart, i, a, b - 1))
+            .buffered(COPY_CONCURRENCY)
+            .try_collect()
+            .await?;
+        state.parts = ranges
+            .iter()
+            .zip(etags)
+            .map(|((a, b), p)| PartRecord {
+                etag: p.content_id,
+                size: b - a,
+            })
+            .collect();
+        state.staged = 0;
+        self.save_state(id, state).await
+    }
+
+    /// Append to a session; `single` is the body's length when it may go as one object.
+    async fn append(
+        &self,
+        id: &str,
+        at: Option<u64>,
+        single: Option<u64>,
+        mut body: ByteStream,
+    ) -> Result<u64> {
+        Self::check_id(id)?;
+        let local = self.local(id);
+        let mut local = local.lock().await;
+        let Some(mut state) = self.load_state(id).await? else {
+            drop(local);
+            self.forget_local(id);
+            return Err(StorageError::UploadUnknown(id.to_string()));
+        };
+        if state.completed {
+            return Err(other(format!("upload {id} is being committed")));
+        }
+        let start = state.size();
+        if let Some(at) = at
+            && at != start
+        {
+            return Err(StorageError::OutOfOrder {
+                have: start,
+                got: at,
+            });
+        }
+        // The running hash continues only if it covers exactly the stored bytes (another
+        // replica may have appended since).
+        let mut hasher = match local.hasher.take() {
+            Some(h) if local.hashed == start => Some(h),
+            _ => None,
+        };
+        local.hashed = 0;
+        // An empty body (a PUT that only commits) changes nothing: in particular it must not
+        // turn a staged object into parts.
+        let first = loop {
+            match body.next().await {
+                Some(Ok(c)) if c.is_empty() => continue,
+                other => break other,
+            }
+        };
+        match first {
+            None => {
+                local.hasher = hasher;
+                local.hashed = start;
+                return Ok(start);
+            }
+            Some(Err(e)) => {
+                local.hasher = hasher;
+                local.hashed = start;
+                return Err(StorageError::Body(e));
+            }
+            Some(Ok(chunk)) => {
+                body = Box::pin(futures::stream::once(async move { Ok(chunk) }).chain(body));
+            }
+        }
+        if let Some(len) = single
+            && start == 0
+            && state.multipart.is_none()
+        {
+            if let Some(max) = self.cfg.max_upload
+                && len > max
+            {
+                return Err(StorageError::TooLarge(max));
+            }
+            let hasher = self.put_staged(id, len, body, hasher).await?;
+            state.staged = len;
+            self.save_state(id, &state).await?;
+            if let Some(h) = hasher {
+                local.hasher = Some(h);
+                local.hashed = len;
+            }
+            return Ok(len);
+        }
+        if state.staged > 0 {
+            self.convert_staged(id, &mut state).await?;
+        }
+        let (size, failure) = self
+            .append_parts(id, state, start, &mut hasher, &mut body)
+            .await?;
+        // Every byte received is stored (also when the body was cut short): the hash holds.
+        if let Some(h) = hasher {
+            local.hasher = Some(h);
+            local.hashed = size;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(size),
+        }
+    }
+
+    /// Stream a body into parts of the session's multipart upload (one filling here, at
+    /// most one being sent), keeping what is left as the tail. Returns the new size and, for
+    /// a body cut short, its error (what arrived is kept).
+    async fn append_parts(
+        &self,
+        id: &str,
+        mut state: SessionState,
+        start: u64,
+        hasher: &mut Option<Hasher>,
+        body: &mut ByteStream,
+    ) -> Result<(u64, Option<StorageError>)> {
+        let old_tail = state.tail.take();
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut buffered = 0u64;
+        if let Some(t) = &old_tail {
+            let bytes = self.read_tail(id, t).await?;
+            buffered = bytes.len() as u64;
+            chunks.push(bytes);
+        }
+        let mut in_flight: Option<tokio::task::JoinHandle<Result<PartRecord>>> = None;
+        let mut received = 0u64;
+        let mut failure: Option<StorageError> = None;
+
+        // Stream the body into parts: one filling here, at most one being sent.
+        let streamed: Result<()> = async {
+            while let Some(item) = body.next().await {
+                let chunk = match item {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failure = Some(StorageError::Body(e));
+                        break;
+                    }
+                };
+                received += chunk.len() as u64;
+                if let Some(max) = self.cfg.max_upload
+                    && start + received > max
+                {
+                    failure = Some(StorageError::TooLarge(max));
+                    break;
+                }
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                buffered += chunk.len() as u64;
+                chunks.push(chunk);
+                let index = state.parts.len() + usize::from(in_flight.is_some());
+                if buffered >= self.part_target(index) {
+                    if let Some(task) = in_flight.take() {
+                        state.parts.push(task.await.expect("part upload panicked")?);
+                    }
+                    let multipart = self.ensure_multipart(id, &mut state).await?;
+                    let index = state.parts.len();
+                    in_flight = Some(self.spawn_part(
+                        id,
+                        &multipart,
+                        index,
+                        std::mem::take(&mut chunks),
+                        buffered,
+                    ));
+                    buffered = 0;
+                }
+            }
+            if let Some(task) = in_flight.take() {
+                state.parts.push(task.await.expect("part upload panicked")?);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = streamed {
+            // The saved state still describes what is stored; parts sent beyond it are
+            // replaced by the next request's parts of the same numbers.
+            if let Some(task) = in_flight.take() {
+                task.abort();
+            }
+            return Err(e);
+        }
+        if matches!(failure, Some(StorageError::TooLarge(_))) {
+            return Err(failure.expect("checked"));
+        }
+        // What is left: a last part when long enough, else the new tail. A body cut short
+        // keeps every byte received, as the filesystem backend does.
+        if buffered >= MIN_PART {
+            let multipart = self.ensure_multipart(id, &mut state).await?;
+            let index = state.parts.len();
+            let task =
+                self.spawn_part(id, &multipart, index, std::mem::take(&mut chunks), buffered);
+            state.parts.push(task.await.expect("part upload panicked")?);
+        } else if buffered > 0 {
+            let generation = state.next_tail;
+            state.next_tail += 1;
+            let payload: PutPayload = std::mem::take(&mut chunks).into_iter().collect();
+            self.s3
+                .put(&self.tail_path(id, generation), payload)
+                .await
+                .map_err(io_err)?;
+            state.tail = Some(TailRecord {
+                generation,
+                size: buffered,
+            });
+        }
+        self.save_state(id, &state).await?;
+        if let Some(t) = old_tail
+            && state.tail.as_ref().map(|n| n.generation) != Some(t.generation)
+            && let Err(e) = self.s3.delete(&self.tail_path(id, t.generation)).await
+        {
+            tracing::warn!(upload = id, error = %e, "removing a replaced tail object");
+        }
+        Ok((state.size(), failure))
+    }
+
+    /// Hash a stored object from the start, streaming.
+    async fn hash_object(&self, path: &Path, algorithm: Algorithm) -> Result<Digest> {
+        let mut stream = self.s3.get(path).await.map_err(io_err)?.into_stream();
+        let mut hasher = algorithm.hasher();
+        while let Some(chunk) = stream.next().await {
+            hasher.update(&chunk.map_err(io_err)?);
+        }
+        Ok(hasher.finish())
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    fn list_blobs(&self) -> crate::BlobInfoStream {
+        // Keys are `<prefix>/blobs/<algorithm>/<xx>/<hex>`; anything else under `blobs/`
+        // (not written by this store) is skipped. ListObjectsV2 pages as the stream goes.
+        let prefix = self.key("blobs");
+        let stream = self.s3.list(Some(&prefix)).filter_map(move |item| {
+            let out = match item {
+                Err(e) => Some(Err(io_err(e))),
+                Ok(meta) => {
+                    // The last three path segments, reversed: hex, xx, algorithm.
+                    let parts: Vec<String> = meta
+                        .location
+                        .parts()
+                        .map(|p| p.as_ref().to_string())
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .take(3)
+                        .collect();
+                    match parts.as_slice() {
+                        [hex, xx, alg] if hex.starts_with(xx.as_str()) => {
+                            format!("{alg}:{hex}").parse::<Digest>().ok().map(|digest| {
+                                Ok(crate::BlobInfo {
+                                    digest,
+                                    size: meta.size,
+                                    modified: meta.last_modified.into(),
+                                })
+                            })
+                        }
+                        _ => None,
+                    }
+                }
+            };
+            futures::future::ready(out)
+        });
+        Box::pin(stream)
+    }
+
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        match self.s3.head(&self.blob_path(digest)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    async fn read(&self, digest: &Digest, offset: u64, len: u64) -> Result<ByteStream> {
+        if len == 0 {
+            // S3 has no empty ranges; an empty read only needs the blob to exist.
+            return match self.stat(digest).await? {
+                Some(_) => Ok(Box::pin(futures::stream::empty())),
+                None => Err(StorageError::BlobUnknown(digest.clone())),
+            };
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(offset..offset + len)),
+            ..Default::default()
+        };
+        match self.s3.get_opts(&self.blob_path(digest), options).await {
+            Ok(result) => Ok(Box::pin(result.into_stream().map_err(std::io::Error::from))),
+            Err(e) if is_not_found(&e) => Err(StorageError::BlobUnknown(digest.clone())),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    async fn put_bytes(&self, digest: &Digest, data: Bytes) -> Result<()> {
+        self.s3
+            .put(&self.blob_path(digest), PutPayload::from(data))
+            .await
+            .map_err(io_err)?;
+        Ok(())
+    }
+
+    async fn get_bytes(&self, digest: &Digest) -> Result<Bytes> {
+        let result = match self.s3.get(&self.blob_path(digest)).await {
+            Ok(r) => r,
+            Err(e) if is_not_found(&e) => return Err(StorageError::BlobUnknown(digest.clone())),
+            Err(e) => return Err(io_err(e)),
+        };
+        result.bytes().await.map_err(io_err)
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        // S3 deletes of missing keys succeed; the trait reports them.
+        if self.stat(digest).await?.is_none() {
+            return Err(StorageError::BlobUnknown(digest.clone()));
+        }
+        self.s3
+            .delete(&self.blob_path(digest))
+            .await
+            .map_err(io_err)
+    }
+
+    async fn create_upload(&self, id: &str) -> Result<()> {
+        Self::check_id(id)?;
+        if self.states.load(id).await?.is_some() {
+            return Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("upload {id} exists"),
+            )));
+        }
+        self.save_state(id, &SessionState::default()).await?;
+        *self.local(id).lock().await = Local {
+            hasher: Some(Algorithm::Sha256.hasher()),
+            hashed: 0,
+        };
+        Ok(())
+    }
+
+    async fn upload_size(&self, id: &str) -> Result<Option<u64>> {
+        Self::check_id(id)?;
+        Ok(self.load_state(id).await?.map(|s| s.size()))
+    }
+
+    async fn append_upload(&self, id: &str, at: Option<u64>, body: ByteStream) -> Result<u64> {
+        self.append(id, at, None, body).await
+    }
+
+    async fn append_upload_sized(
+        &self,
+        id: &str,
+        at: Option<u64>,
+        len: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        // One streaming PUT for a large first body (S3 caps single PUTs at 5 GiB).
+        let single = len.filter(|l| (MIN_PART..=MAX_COPY_OBJECT).contains(l));
+        self.append(id, at, single, body).await
+    }
+
+    async fn commit_upload(&self, id: &str, digest: &Digest) -> Result<u64> {
+        Self::check_id(id)?;
+        let local = self.local(id);
+        let local_guard = local.lock().await;
+        let Some(mut state) = self.load_state(id).await? else {
+            drop(local_guard);
+            self.forget_local(id);
+            return Err(StorageError::UploadUnknown(id.to_string()));
+        };
+        let size = state.size();
+        let running = match &local_guard.hasher {
+            Some(h) if local_guard.hashed == size && h.algorithm() == digest.algorithm() => {
+                Some(h.clone().finish())
+            }
+            _ => None,
+        };
+        let mismatch = |computed: Digest| StorageError::DigestMismatch {
+            expected: digest.clone(),
+            computed,
+        };
+        let dest = self.blob_path(digest);
+
+        if state.parts.is_empty() && !state.completed && state.staged == 0 {
+            // Shorter than one part: the tail holds every byte.
+            let bytes = match &state.tail {
+                Some(t) => self.read_tail(id, t).await?,
+                None => Bytes::new(),
+            };
+            let computed = Digest::of(digest.algorithm(), &bytes);
+            if &computed != digest {
+                self.discard(id, &state).await?;
+                drop(local_guard);
+                self.forget_local(id);
+                return Err(mismatch(computed));
+            }
+            self.s3
+                .put(&dest, PutPayload::from(bytes))
+                .await
+                .map_err(io_err)?;
+            self.discard(id, &state).await?;
+            drop(local_guard);
+            self.forget_local(id);
+            return Ok(size);
+        }
+
+        let staging = self.staging_path(id);
+        // A plain staging object (one streaming PUT) already holds every byte.
+        if !state.completed && state.staged == 0 {
+            if let Some(computed) = &running
+                && computed != digest
+            {
+                // Known bad before completing: abort, nothing is assembled.
+                self.discard(id, &state).await?;
+                drop(local_guard);
+                self.forget_local(id);
+                return Err(mismatch(computed.clone()));
+            }
+            let multipart = state
+                .multipart
+                .clone()
+                .ok_or_else(|| other(format!("upload {id}: parts without a multipart upload")))?;
+            let mut parts: Vec<PartId> = state
+                .parts
+                .iter()
+                .map(|p| PartId {
+                    content_id: p.etag.clone(),
+                })
+                .collect();
+            if let Some(t) = &state.tail {
+                let bytes = self.read_tail(id, t).await?;
+                let part = self
+                    .s3
+                    .put_part(&staging, &multipart, parts.len(), PutPayload::from(bytes))
+                    .await
+                    .map_err(io_err)?;
+                parts.push(part);
+            }
+            let started = std::time::Instant::now();
+            self.s3
+                .complete_multipart(&staging, &multipart, parts)
+                .await
+                .map_err(io_err)?;
+            tracing::debug!(
+                upload = id,
+                ms = started.elapsed().as_millis() as u64,
+                "multipart upload completed"
+            );
+            state.completed = true;
+            self.save_state(id, &state).await?;
+        }
+        let started = std::time::Instant::now();
+        let from_running = running.is_some();
+        let computed = match running {
+            Some(d) => d,
+            None => self.hash_object(&staging, digest.algorithm()).await?,
+        };
+        tracing::debug!(
+            upload = id,
+            from_running,
+            ms = started.elapsed().as_millis() as u64,
+            "digest computed"
+        );
+        if &computed != digest {
+            self.discard(id, &state).await?;
+            drop(local_guard);
+            self.forget_local(id);
+            return Err(mismatch(computed));
+        }
+        let started = std::time::Instant::now();
+        match self.s3.head(&dest).await {
+            Ok(meta) if meta.size == size => {} // content-addressed: already in place
+            Ok(_) => self.copy_into_place(&staging, &dest, size).await?,
+            Err(e) if is_not_found(&e) => self.copy_into_place(&staging, &dest, size).await?,
+            Err(e) => return Err(io_err(e)),
+        }
+        tracing::debug!(
+            upload = id,
+            ms = started.elapsed().as_millis() as u64,
+            "blob in place"
+        );
+        self.discard(id, &state).await?;
+        drop(local_guard);
+        self.forget_local(id);
+        Ok(size)
+    }
+
+    async fn cancel_upload(&self, id: &str) -> Result<()> {
+        Self::check_id(id)?;
+        let local = self.local(id);
+        let guard = local.lock().await;
+        let state = self.load_state(id).await?;
+        let result = match state {
+            Some(state) => self.discard(id, &state).await,
+            None => Err(StorageError::UploadUnknown(id.to_string())),
+        };
+        drop(guard);
+        self.forget_local(id);
+        result
+    }
+
+    async fn presigned_url(&self, digest: &Digest, head: bool) -> Result<Option<String>> {
+        if !self.cfg.redirect {
+            return Ok(None);
+        }
+        let method = if head { Method::HEAD } else { Method::GET };
+        let url = self
+            .s3
+            .signed_url(method, &self.blob_path(digest), PRESIGN_TTL)
+            .await
+            .map_err(io_err)?;
+        Ok(Some(url.to_string()))
+    }
+}
