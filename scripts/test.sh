@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 needed=(
     skopeo:skopeo curl:curl docker-registry:docker-registry
     dockerd:docker.io podman:podman runc:runc busybox:busybox-static
-    debootstrap:debootstrap
+    debootstrap:debootstrap openssl:openssl
     redis-server:redis-server
 )
 missing=()
@@ -57,6 +57,14 @@ if ! docker info >/dev/null 2>&1; then
         sleep 0.5
     done
     docker info >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 /tmp/hyper-ci-dockerd.log; exit 1; }
+fi
+
+# s3s-fs: the S3 server the S3 storage tests run against (cargo install puts it in
+# ~/.cargo/bin, which must be on PATH).
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+if ! command -v s3s-fs >/dev/null 2>&1; then
+    echo "==> installing s3s-fs"
+    cargo install s3s-fs@0.14.1 --features binary --locked
 fi
 
 # One PostgreSQL server for the whole run; tests create a fresh database each on it

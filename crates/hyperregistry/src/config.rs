@@ -376,3 +376,36 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_settings_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yml");
+        std::fs::write(
+            &path,
+            "storage:\n  s3:\n    bucket: images\n    endpoint: http://127.0.0.1:9000\n    accesskey: AK\n    secretkey: SK\n    forcepathstyle: true\n    redirect: true\n    rootdirectory: /team/registry\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&path)).unwrap();
+        // A bucket selects S3 unless REGISTRY_STORAGE says otherwise.
+        assert_eq!(cfg.backend().unwrap(), Backend::S3);
+        let s3 = cfg.s3().unwrap();
+        assert_eq!(s3.bucket, "images");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(s3.allow_http && s3.path_style && s3.redirect);
+        assert_eq!(s3.prefix, "/team/registry");
+        assert_eq!(s3.region, "us-east-1");
+        assert!(!format!("{:?}", cfg.storage.s3).contains("SK"));
+
+        let mut cfg = Config::default();
+        assert_eq!(cfg.backend().unwrap(), Backend::Filesystem);
+        cfg.storage.driver = Some("s3".into());
+        assert!(cfg.s3().is_err(), "S3 without a bucket");
+        cfg.storage.driver = Some("azure".into());
+        assert!(cfg.backend().is_err());
+    }
+}
