@@ -360,12 +360,8 @@ async fn wrong_digests_keep_nothing(backend: Backend) {
         "BLOB_UPLOAD_UNKNOWN",
     )
     .await;
-    assert_eq!(count_files(&s.root().join("blobs")), 0, "no blob file kept");
-    assert_eq!(
-        count_files(&s.root().join("uploads")),
-        0,
-        "no upload file kept"
-    );
+    assert_eq!(s.stored_blobs(), 0, "no blob kept");
+    assert_eq!(s.stored_uploads(), 0, "no upload data kept");
 
     // Malformed digest parameters.
     let r = s
@@ -497,7 +493,7 @@ async fn cancel_and_mount(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     // One copy of the content.
-    assert_eq!(count_files(&s.root().join("blobs")), 1);
+    assert_eq!(s.stored_blobs(), 1);
 }
 
 async fn manifests_put_get_negotiate_and_delete(backend: Backend) {

@@ -16,6 +16,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub client: Client,
     extra_env: Vec<(String, String)>,
+    /// The S3 server holding this registry's blobs, when it runs on S3.
+    pub s3: Option<test_support::s3::S3Server>,
 }
 
 fn free_port() -> u16 {
@@ -43,9 +45,28 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            s3: None,
         };
         s.spawn().await;
         s
+    }
+
+    /// Committed blob objects: files under `blobs/` of the data directory, or objects under
+    /// `blobs/` in the S3 bucket.
+    pub fn stored_blobs(&self) -> usize {
+        match &self.s3 {
+            Some(s3) => s3.objects("blobs").len(),
+            None => count_files(&self.root().join("blobs")),
+        }
+    }
+
+    /// Upload session data left: files under `uploads/`, or S3 staging objects and
+    /// multipart uploads in progress.
+    pub fn stored_uploads(&self) -> usize {
+        match &self.s3 {
+            Some(s3) => s3.objects("uploads").len() + s3.pending_multipart_files().len(),
+            None => count_files(&self.root().join("uploads")),
+        }
     }
 
     pub fn root(&self) -> PathBuf {
@@ -337,6 +358,8 @@ pub enum Meta {
 pub enum Storage {
     /// The filesystem under the data directory (the default).
     Fs,
+    /// A bucket on a fresh s3s-fs server.
+    S3,
 }
 
 impl Meta {
@@ -365,19 +388,24 @@ impl Meta {
 
 impl Storage {
     /// Every blob storage engine.
-    pub const ALL: &[Storage] = &[Storage::Fs];
+    pub const ALL: &[Storage] = &[Storage::Fs, Storage::S3];
 
     /// Whether its service is usable (a missing one fails under HYPER_REQUIRE_TOOLS=1).
     pub fn available(self) -> bool {
         match self {
             Storage::Fs => true,
+            Storage::S3 => test_support::s3::s3s_fs_bin().is_some(),
         }
     }
 
-    /// Environment for a new registry on this engine (fresh, empty state).
-    pub fn env(self) -> Vec<(String, String)> {
+    /// Start what the engine needs (an S3 server) and the environment for a registry on it.
+    pub fn start(self) -> (Vec<(String, String)>, Option<test_support::s3::S3Server>) {
         match self {
-            Storage::Fs => vec![],
+            Storage::Fs => (vec![], None),
+            Storage::S3 => {
+                let s3 = test_support::s3::S3Server::start().expect("s3s-fs is installed");
+                (s3.registry_env(), Some(s3))
+            }
         }
     }
 }
@@ -400,20 +428,22 @@ impl Backend {
         self.meta.available() && self.storage.available()
     }
 
-    /// Environment for a new registry on these engines.
-    pub fn env(self) -> Vec<(String, String)> {
+    /// Environment for a new registry on these engines, and the S3 server it needs.
+    pub fn start(self) -> (Vec<(String, String)>, Option<test_support::s3::S3Server>) {
         let mut env = self.meta.env();
-        env.extend(self.storage.env());
-        env
+        let (storage_env, s3) = self.storage.start();
+        env.extend(storage_env);
+        (env, s3)
     }
 }
 
 impl Server {
     /// Start a registry on fresh state of the given engines (restarts keep that state).
     pub async fn start_on(backend: Backend) -> Server {
-        let env = backend.env();
+        let (env, s3) = backend.start();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let s = Server::start_with_env(&env).await;
+        let mut s = Server::start_with_env(&env).await;
+        s.s3 = s3;
         // The server really runs on the engine asked for.
         assert_eq!(
             s.root().join("metadata.db").exists(),
@@ -457,6 +487,7 @@ macro_rules! backend_tests_meta {
 macro_rules! backend_tests_storage {
     ($test:ident, $meta:expr) => {
         $crate::backend_test!(fs, $test, $meta, $crate::common::Storage::Fs);
+        $crate::backend_test!(s3, $test, $meta, $crate::common::Storage::S3);
     };
 }
 
@@ -481,10 +512,11 @@ impl Server {
     /// Like [`Server::start_on`], with extra environment (configuration) on top of the
     /// engines' own.
     pub async fn start_on_with_env(backend: Backend, env: &[(&str, &str)]) -> Server {
-        let mut all = backend.env();
+        let (mut all, s3) = backend.start();
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let s = Server::start_with_env(&all).await;
+        let mut s = Server::start_with_env(&all).await;
+        s.s3 = s3;
         assert_eq!(
             s.root().join("metadata.db").exists(),
             backend.meta == Meta::Sqlite,
