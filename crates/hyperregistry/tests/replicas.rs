@@ -87,9 +87,8 @@ async fn blob_status(s: &Server, repo: &str, digest: &oci_core::Digest) -> Statu
         .status()
 }
 
-#[tokio::test]
-async fn a_write_on_one_replica_is_served_by_the_other_at_once() {
-    let Some(set) = ReplicaSet::start(2, &[]).await else {
+async fn a_write_on_one_replica_is_served_by_the_other_at_once_on(env: &[(&str, &str)]) {
+    let Some(set) = ReplicaSet::start(2, env).await else {
         return;
     };
     let (a, b) = (&set.replicas[0], &set.replicas[1]);
@@ -199,9 +198,10 @@ async fn without_redis_a_replica_keeps_serving_its_cached_tag() {
     );
 }
 
-#[tokio::test]
-async fn an_upload_started_on_one_replica_is_continued_and_finished_on_others() {
-    let Some(set) = ReplicaSet::start(3, &[]).await else {
+async fn an_upload_started_on_one_replica_is_continued_and_finished_on_others_on(
+    env: &[(&str, &str)],
+) {
+    let Some(set) = ReplicaSet::start(3, env).await else {
         return;
     };
     let (a, b, c) = (&set.replicas[0], &set.replicas[1], &set.replicas[2]);
@@ -249,9 +249,8 @@ async fn an_upload_started_on_one_replica_is_continued_and_finished_on_others() 
     );
 }
 
-#[tokio::test]
-async fn two_replicas_never_append_to_one_session_at_once() {
-    let Some(set) = ReplicaSet::start(2, &[]).await else {
+async fn two_replicas_never_append_to_one_session_at_once_on(env: &[(&str, &str)]) {
+    let Some(set) = ReplicaSet::start(2, env).await else {
         return;
     };
     let (a, b) = (&set.replicas[0], &set.replicas[1]);
@@ -367,9 +366,8 @@ async fn with_redis_down_reads_work_and_writes_answer_503_until_it_is_back() {
     }
 }
 
-#[tokio::test]
-async fn concurrent_pushes_through_both_replicas_all_land() {
-    let Some(set) = ReplicaSet::start(2, &[]).await else {
+async fn concurrent_pushes_through_both_replicas_all_land_on(env: &[(&str, &str)]) {
+    let Some(set) = ReplicaSet::start(2, env).await else {
         return;
     };
     let pushes = (0..16u64).map(|i| {
@@ -537,4 +535,76 @@ fn redis_settings_come_from_the_file_or_env_and_the_log_names_the_coordinator() 
     assert!(log.contains("prefix=hyperregistry:"), "{log}");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Settings for replicas that share nothing on disk: a fresh PostgreSQL database and a
+/// bucket on a fresh S3 server (kept alive by the caller). `None` when a service is missing
+/// and tools are not required.
+fn postgres_and_s3() -> Option<(Vec<(String, String)>, test_support::s3::S3Server)> {
+    if !test_support::postgres::available() {
+        return None;
+    }
+    let s3 = test_support::s3::S3Server::start()?;
+    let mut env = s3.registry_env();
+    env.push((
+        "REGISTRY_DATABASE_URL".into(),
+        test_support::postgres::database_url(),
+    ));
+    Some((env, s3))
+}
+
+#[tokio::test]
+async fn a_write_on_one_replica_is_served_by_the_other_at_once() {
+    a_write_on_one_replica_is_served_by_the_other_at_once_on(&[]).await;
+}
+
+#[tokio::test]
+async fn a_write_on_one_replica_is_served_by_the_other_at_once_on_postgres_and_s3() {
+    let Some((env, _s3)) = postgres_and_s3() else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    a_write_on_one_replica_is_served_by_the_other_at_once_on(&env).await;
+}
+
+#[tokio::test]
+async fn an_upload_started_on_one_replica_is_continued_and_finished_on_others() {
+    an_upload_started_on_one_replica_is_continued_and_finished_on_others_on(&[]).await;
+}
+
+#[tokio::test]
+async fn an_upload_started_on_one_replica_is_continued_and_finished_on_others_on_postgres_and_s3() {
+    let Some((env, _s3)) = postgres_and_s3() else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    an_upload_started_on_one_replica_is_continued_and_finished_on_others_on(&env).await;
+}
+
+#[tokio::test]
+async fn two_replicas_never_append_to_one_session_at_once() {
+    two_replicas_never_append_to_one_session_at_once_on(&[]).await;
+}
+
+#[tokio::test]
+async fn two_replicas_never_append_to_one_session_at_once_on_postgres_and_s3() {
+    let Some((env, _s3)) = postgres_and_s3() else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    two_replicas_never_append_to_one_session_at_once_on(&env).await;
+}
+
+#[tokio::test]
+async fn concurrent_pushes_through_both_replicas_all_land() {
+    concurrent_pushes_through_both_replicas_all_land_on(&[]).await;
+}
+
+#[tokio::test]
+async fn concurrent_pushes_through_both_replicas_all_land_on_postgres_and_s3() {
+    let Some((env, _s3)) = postgres_and_s3() else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    concurrent_pushes_through_both_replicas_all_land_on(&env).await;
 }
