@@ -21,6 +21,7 @@ SERVER_PIDS=()
 BG_PIDS=()
 TMP=""
 SERVER_LOGS=()
+CGROUP_DIRS=()   # cgroups (v1 cpu controller) created for CPU limits, removed on exit
 
 cleanup() {
     local rc=$?
@@ -33,6 +34,7 @@ cleanup() {
         kill -9 "$p" 2>/dev/null
     done
     wait 2>/dev/null
+    for d in "${CGROUP_DIRS[@]}"; do rmdir "$d" 2>/dev/null; done
     if [[ $rc -ne 0 ]]; then
         for f in "${SERVER_LOGS[@]}"; do
             [[ -s $f ]] || continue

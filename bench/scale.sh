@@ -2,8 +2,10 @@
 # bench/scale.sh -- hyperregistry at scale: replicas and S3, measured side by side in one run.
 #
 #   1. manifest GET by tag through two replicas vs one            target: two/one >= 1.6x
-#      (PostgreSQL + Redis + S3; each replica gets one core of its own -- taskset plus one
-#      tokio worker -- as separate machines would; one wrk per replica, unpinned)
+#      (PostgreSQL + Redis + S3; each replica runs like a container with a CPU limit: its
+#      own core (taskset), one tokio worker, and a CPU quota of BENCH_REPLICA_CPU cores
+#      (cgroup cpu controller), so that the load generator -- one wrk per replica, on the
+#      same 2-core machine -- is not what the replicas compete with)
 #   2. 1 GiB push (POST, one PATCH, PUT ?digest=, as docker does)  target: s3/fs <= 2.0x
 #      to the S3 backend (s3s-fs on this machine) vs the filesystem backend
 #
@@ -11,7 +13,7 @@
 # redis-server, s3s-fs. Exit status: 0 when everything worked, even if a target was missed
 # (this is a report); non-zero when something broke.
 #
-# Knobs: BENCH_NO_BUILD=1, BENCH_SECS=8, BENCH_WRK_CONNS=32, BENCH_BLOB_BYTES=1073741824,
+# Knobs: BENCH_NO_BUILD=1, BENCH_SECS=8, BENCH_REPLICA_CPU=0.5, BENCH_WRK_CONNS=32, BENCH_BLOB_BYTES=1073741824,
 #        BENCH_ROUNDS=3, BENCH_KEEP=1, HYPERREGISTRY_BIN=path, TMPDIR.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -24,6 +26,8 @@ BENCH_SECS=${BENCH_SECS:-8}
 WRK_CONNS=${BENCH_WRK_CONNS:-32}
 BLOB_BYTES=${BENCH_BLOB_BYTES:-1073741824}
 ROUNDS=${BENCH_ROUNDS:-3}
+REPLICA_CPU=${BENCH_REPLICA_CPU:-0.5}
+CPU_CGROUP_ROOT=/sys/fs/cgroup/cpu
 TARGET_REPLICA_RATIO=1.6
 TARGET_S3_RATIO=2.0
 OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
@@ -114,6 +118,26 @@ start_registry() {
     wait_ready "$name" "$REG_URL" "$REG_PID" "$TMP/$name.log"
 }
 
+# limit_cpu PID NAME CORES: a CPU quota for a process (cgroup v1 cpu controller, or the
+# unified hierarchy's cpu.max), as a container's CPU limit.
+limit_cpu() {
+    local pid=$1 name=$2 cores=$3 dir quota
+    quota=$(awk -v c="$cores" 'BEGIN { printf "%d", c * 100000 }')
+    if [[ -w $CPU_CGROUP_ROOT ]]; then
+        dir=$CPU_CGROUP_ROOT/scale-bench-$$-$name
+        mkdir "$dir" && CGROUP_DIRS+=("$dir")
+        echo 100000 > "$dir/cpu.cfs_period_us"
+        echo "$quota" > "$dir/cpu.cfs_quota_us"
+    elif [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+        dir=/sys/fs/cgroup/scale-bench-$$-$name
+        mkdir "$dir" && CGROUP_DIRS+=("$dir")
+        echo "$quota 100000" > "$dir/cpu.max"
+    else
+        die "no writable cgroup cpu controller for the replicas' CPU limit"
+    fi
+    echo "$pid" > "$dir/cgroup.procs"
+}
+
 # --- 1. replicas -------------------------------------------------------------------------
 printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' > "$TMP/config.json"
 head -c 4096 /dev/urandom > "$TMP/layer.bin"
@@ -129,6 +153,7 @@ jq -cj -n --arg mt "$OCI_MANIFEST" --arg cd "$CONFIG_DIGEST" --arg ld "$LAYER_DI
 one_core=(TOKIO_WORKER_THREADS=1)
 start_registry replica-a 0 s3 "${one_core[@]}"
 A=$REG_URL
+limit_cpu "$REG_PID" replica-a "$REPLICA_CPU"
 put_blob_monolithic "$A" bench/app "$TMP/config.json" "$CONFIG_DIGEST"
 put_blob_monolithic "$A" bench/app "$TMP/layer.bin" "$LAYER_DIGEST"
 req PUT "$A/v2/bench/app/manifests/bench" -H "Content-Type: $OCI_MANIFEST" --data-binary "@$TMP/manifest.json"
@@ -146,17 +171,18 @@ wrk_rps() {
     echo "$rps"
 }
 
-log "== manifest GET by tag, one replica (core 0)"
+log "== manifest GET by tag, one replica (core 0, $REPLICA_CPU CPU)"
 ONE_RPS=$(wrk_rps replica-a "$A/v2/bench/app/manifests/bench" "$TMP/wrk-one.txt")
 log "one replica: $ONE_RPS req/s"
 
 start_registry replica-b 1 s3 "${one_core[@]}"
 B=$REG_URL
+limit_cpu "$REG_PID" replica-b "$REPLICA_CPU"
 req GET "$B/v2/bench/app/manifests/bench" -H "Accept: $OCI_MANIFEST"
 expect 200
 cmp -s "$TMP/body" "$TMP/manifest.json" || die "replica B serves a different manifest"
 
-log "== manifest GET by tag, two replicas (cores 0 and 1), one wrk each"
+log "== manifest GET by tag, two replicas (cores 0 and 1, $REPLICA_CPU CPU each), one wrk each"
 wrk_rps replica-a "$A/v2/bench/app/manifests/bench" "$TMP/wrk-two-a.txt" > "$TMP/rps-a" &
 WA=$!
 wrk_rps replica-b "$B/v2/bench/app/manifests/bench" "$TMP/wrk-two-b.txt" > "$TMP/rps-b" &
@@ -167,6 +193,7 @@ TWO_RPS=$(awk '{ s += $1 } END { printf "%.2f", s }' "$TMP/rps-a" "$TMP/rps-b")
 REPLICA_RATIO=$(ratio "$TWO_RPS" "$ONE_RPS")
 log "two replicas: $(cat "$TMP/rps-a") + $(cat "$TMP/rps-b") = $TWO_RPS req/s; ratio ${REPLICA_RATIO}x (target >= ${TARGET_REPLICA_RATIO}x)"
 for p in "${SERVER_PIDS[@]: -2}"; do kill "$p"; done
+wait "${SERVER_PIDS[@]: -2}" 2>/dev/null || true
 
 # --- 2. 1 GiB push: S3 vs filesystem ------------------------------------------------------
 start_registry push-fs all fs
