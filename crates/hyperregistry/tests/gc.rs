@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -20,15 +19,6 @@ backend_tests!(
     gc_running_while_pushes_go_on_loses_nothing_that_ends_up_referenced,
     blobs_reported_present_or_mounted_are_kept_for_the_grace,
 );
-
-/// Where the filesystem backend keeps a digest's content.
-fn blob_file(root: &Path, d: &Digest) -> PathBuf {
-    let hex = d.hex();
-    root.join("blobs")
-        .join(d.algorithm().as_str())
-        .join(&hex[..2])
-        .join(hex)
-}
 
 /// Run `hyperregistry gc ARGS --json` and return the report.
 fn gc_json(s: &Server, args: &[&str]) -> serde_json::Value {
@@ -153,7 +143,6 @@ async fn push(
 
 async fn dry_run_then_gc_frees_exactly_what_nothing_references(backend: Backend) {
     let mut s = Server::start_on(backend).await;
-    let root = s.root();
     let base = s.url("");
     let (shared, la1, la2, lb, lc) = (
         bytes(3000, 1),
@@ -198,8 +187,8 @@ async fn dry_run_then_gc_frees_exactly_what_nothing_references(backend: Backend)
     // An orphan: content with no metadata (a crash between commit and link).
     let orphan = bytes(777, 6);
     let od = Digest::sha256_of(&orphan);
-    std::fs::create_dir_all(blob_file(&root, &od).parent().unwrap()).unwrap();
-    std::fs::write(blob_file(&root, &od), &orphan).unwrap();
+    std::fs::create_dir_all(s.content_path(&od).parent().unwrap()).unwrap();
+    std::fs::write(s.content_path(&od), &orphan).unwrap();
 
     // Nothing is older than the grace yet: even a dry run finds nothing.
     let r = gc_json(&s, &["--dry-run", "--delete-untagged", "--grace", "1h"]);
@@ -208,12 +197,12 @@ async fn dry_run_then_gc_frees_exactly_what_nothing_references(backend: Backend)
 
     let pass1 = cb.len() + lb.len() + b1_len + orphan.len();
     let pass2 = ca2.len() + la2.len() + a2_len;
-    let files_before = count_files(&root.join("blobs"));
+    let files_before = s.stored_blobs();
     let r = gc_json(&s, &["--dry-run", "--delete-untagged", "--grace", "1s"]);
     assert_eq!(r["dry_run"], true);
     assert_report(&r, (1, 5, 7, (pass1 + pass2) as u64));
     assert_eq!(
-        count_files(&root.join("blobs")),
+        s.stored_blobs(),
         files_before,
         "dry run deleted files"
     );
@@ -234,17 +223,17 @@ async fn dry_run_then_gc_frees_exactly_what_nothing_references(backend: Backend)
     assert_eq!(r["dry_run"], false);
     assert_report(&r, (0, 3, 4, pass1 as u64));
     for gone in [&ld(&cb), &ld(&lb), &b1, &od] {
-        assert!(!blob_file(&root, gone).exists(), "{gone} still on disk");
+        assert!(!s.content_path(gone).exists(), "{gone} still on disk");
     }
     assert!(
-        blob_file(&root, &a2).exists(),
+        s.content_path(&a2).exists(),
         "untagged manifest swept without the flag"
     );
     // With it, the untagged A2 goes, with its config and layer.
     let r = gc_json(&s, &["--delete-untagged", "--grace", "1s"]);
     assert_report(&r, (1, 2, 3, pass2 as u64));
     for gone in [&ld(&ca2), &ld(&la2), &a2] {
-        assert!(!blob_file(&root, gone).exists(), "{gone} still on disk");
+        assert!(!s.content_path(gone).exists(), "{gone} still on disk");
     }
     // Idempotent.
     assert_report(
@@ -252,7 +241,7 @@ async fn dry_run_then_gc_frees_exactly_what_nothing_references(backend: Backend)
         (0, 0, 0, 0),
     );
     assert_eq!(
-        count_files(&root.join("blobs")),
+        s.stored_blobs(),
         files_before - 7,
         "exactly the reported blobs are gone"
     );
@@ -429,7 +418,6 @@ async fn gc_running_while_pushes_go_on_loses_nothing_that_ends_up_referenced(bac
         assert_eq!(&pull_verified(&s.client, &base, repo, tag).await, digest);
     }
     // And GC did collect: abandoned blobs are gone, from metadata and from disk.
-    let root = s.root();
     for (repo, d) in &abandoned {
         let r = s
             .req(Method::HEAD, &format!("/v2/{repo}/blobs/{d}"))
@@ -437,7 +425,7 @@ async fn gc_running_while_pushes_go_on_loses_nothing_that_ends_up_referenced(bac
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "abandoned {d} in {repo}");
-        assert!(!blob_file(&root, d).exists(), "abandoned {d} still on disk");
+        assert!(!s.content_path(d).exists(), "abandoned {d} still on disk");
     }
     let live: HashSet<_> = pushed.iter().map(|(_, _, d)| d.clone()).collect();
     assert_eq!(live.len(), 60);
@@ -450,7 +438,6 @@ async fn online_gc_collects_periodically_and_keeps_untagged_without_the_flag() {
         ("REGISTRY_GC_GRACEPERIOD", "1s"),
     ])
     .await;
-    let root = s.root();
     let base = s.url("");
     let (img, _) = s.push_image("on/line", "v1", &bytes(4096, 7)).await;
     let img = Digest::sha256_of(&img);
@@ -466,11 +453,11 @@ async fn online_gc_collects_periodically_and_keeps_untagged_without_the_flag() {
     let junk = s.push_blob("on/line", &bytes(5000, 8)).await;
     let orphan = bytes(600, 9);
     let od = Digest::sha256_of(&orphan);
-    std::fs::create_dir_all(blob_file(&root, &od).parent().unwrap()).unwrap();
-    std::fs::write(blob_file(&root, &od), &orphan).unwrap();
+    std::fs::create_dir_all(s.content_path(&od).parent().unwrap()).unwrap();
+    std::fs::write(s.content_path(&od), &orphan).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(20);
-    while blob_file(&root, &junk).exists() || blob_file(&root, &od).exists() {
+    while s.content_path(&junk).exists() || s.content_path(&od).exists() {
         assert!(Instant::now() < deadline, "periodic GC did not collect");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

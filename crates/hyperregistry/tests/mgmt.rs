@@ -476,9 +476,10 @@ async fn deletes_through_the_management_api_show_on_v2(backend: Backend) {
         .await
         .unwrap();
     assert_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
-    let hex = layer.hex();
-    let file = s.root().join("blobs/sha256").join(&hex[..2]).join(hex);
-    assert!(file.exists(), "blob content is left for garbage collection");
+    assert!(
+        s.content_path(layer).exists(),
+        "blob content is left for garbage collection"
+    );
     let (_, _, v) = get_json(&s, "/v2/_catalog").await;
     assert_eq!(
         v["repositories"],

@@ -60,6 +60,17 @@ impl Server {
         }
     }
 
+    /// Where a digest's content is stored: under the data directory, or (S3) the file that
+    /// s3s-fs keeps for the object in its bucket directory.
+    pub fn content_path(&self, d: &Digest) -> PathBuf {
+        let hex = d.hex();
+        let rel = format!("blobs/{}/{}/{hex}", d.algorithm().as_str(), &hex[..2]);
+        match &self.s3 {
+            Some(s3) => s3.dir.path().join(test_support::s3::BUCKET).join(rel),
+            None => self.root().join(rel),
+        }
+    }
+
     /// Upload session data left: files under `uploads/`, or S3 staging objects and
     /// multipart uploads in progress.
     pub fn stored_uploads(&self) -> usize {
