@@ -93,8 +93,10 @@ impl IntoResponse for ExternalError {
     }
 }
 
-/// The error body of the management API: `{"errors":[{"code","message"}]}`.
+/// The error body of the external-registry and replication API:
+/// `{"errors":[{"code","message"}]}` (schema `ExternalErrorBody`).
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ExternalErrorBody)]
 pub struct ErrorBody {
     /// The errors (one).
     pub errors: Vec<ErrorEntry>,
@@ -102,6 +104,7 @@ pub struct ErrorBody {
 
 /// One error.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ExternalErrorEntry)]
 pub struct ErrorEntry {
     /// `NOT_FOUND`, `INVALID`, `CONFLICT`, `UPSTREAM`, `UPSTREAM_UNAUTHORIZED`,
     /// `UPSTREAM_NOT_FOUND`, `REFUSED` or `UNKNOWN`.
