@@ -167,7 +167,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .context("starting webhook notifications")?,
     );
     let state = state.with_events(notifier.clone());
-    let mgmt = registry_mgmt::MgmtState::new(state.clone(), metrics.clone());
+    let mgmt = registry_mgmt::MgmtState::new(state.clone(), metrics.clone())
+        .with_openapi(registry_external::openapi());
     // The management API and external registries are for administrators (when auth is on);
     // health, the OpenAPI document and metrics are open.
     let admin_only =

@@ -816,3 +816,309 @@ async fn pull_through_cache() {
         img.index.to_string()
     );
 }
+
+/// The operations of `doc` under the external-registry and replication prefixes, sorted.
+fn external_operations(doc: &Value) -> Vec<String> {
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if path.starts_with("/api/v1/registry/external") || path.starts_with("/api/v1/replication/")
+        {
+            for method in item.as_object().unwrap().keys() {
+                ops.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    ops.sort();
+    ops
+}
+
+/// The schema a `$ref` names.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r.strip_prefix("#/components/schemas/").unwrap();
+            let s = &doc["components"]["schemas"][name];
+            assert!(s.is_object(), "{r} is not defined");
+            s
+        }
+        None => schema,
+    }
+}
+
+/// Every property an object schema requires is in `value` (one level deep; arrays: each item).
+fn assert_matches_schema(doc: &Value, schema: &Value, value: &Value, what: &str) {
+    let schema = resolve(doc, schema);
+    if schema["type"] == "array" {
+        for item in value
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: not an array: {value}"))
+        {
+            assert_matches_schema(doc, &schema["items"], item, what);
+        }
+        return;
+    }
+    let mut required: Vec<&Value> = schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    // `allOf` (a flattened struct): every part's required properties.
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        required.extend(
+            resolve(doc, part)["required"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        );
+    }
+    for field in required {
+        let field = field.as_str().unwrap();
+        assert!(
+            value.get(field).is_some(),
+            "{what}: {field} is required but missing from {value}"
+        );
+    }
+}
+
+/// Call a documented operation: it must succeed with a documented status, and a JSON body
+/// must carry the documented schema's required fields.
+async fn call(
+    s: &Server,
+    doc: &Value,
+    called: &mut Vec<String>,
+    op: &str,
+    args: &[(&str, &str)],
+    body: Option<Value>,
+) -> Value {
+    let (method, path) = op.split_once(' ').unwrap();
+    let mut concrete = path.to_string();
+    for (k, v) in args {
+        concrete = concrete.replace(&format!("{{{k}}}"), v);
+    }
+    let (status, v) = api(
+        s,
+        Method::from_bytes(method.as_bytes()).unwrap(),
+        &concrete,
+        body,
+    )
+    .await;
+    assert!(
+        status.is_success(),
+        "{op} ({concrete}) answered {status}: {v}"
+    );
+    let response = &doc["paths"][path][method.to_lowercase()]["responses"][status.as_str()];
+    assert!(response.is_object(), "{op}: {status} is not documented");
+    let schema = &response["content"]["application/json"]["schema"];
+    if schema.is_null() {
+        assert_eq!(v, Value::Null, "{op}: undocumented body");
+    } else {
+        assert_matches_schema(doc, schema, &v, op);
+    }
+    called.push(op.to_string());
+    v
+}
+
+#[tokio::test]
+async fn openapi_document_covers_external_registries_and_replication() {
+    let b = Server::start().await;
+    let a = Server::start().await;
+    let (status, doc) = api(&a, Method::GET, "/api/v1/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+
+    // The served document carries registry-external's description unchanged, alongside the
+    // management API's (no schema name clashes: merging would keep the first).
+    let own = serde_json::to_value(registry_external::openapi()).unwrap();
+    for (path, item) in own["paths"].as_object().unwrap() {
+        assert_eq!(&doc["paths"][path], item, "{path}");
+    }
+    for (name, schema) in own["components"]["schemas"].as_object().unwrap() {
+        assert_eq!(&doc["components"]["schemas"][name], schema, "schema {name}");
+    }
+    assert!(doc["paths"]["/api/v1/registry/images"]["get"].is_object());
+    let text = doc.to_string();
+    for name in text.split("#/components/schemas/").skip(1) {
+        let name = name.split('"').next().unwrap();
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{name} undefined"
+        );
+    }
+    // Operation ids are unique across both APIs (client generators name methods after them).
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .map(|op| op["operationId"].as_str().unwrap())
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "duplicate operationId: {ids:?}");
+    // Secrets are write-only in requests and absent from responses.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["AuthSpec"]["properties"]["password"]["writeOnly"],
+        true
+    );
+    assert!(schemas["AuthView"]["properties"]["password"].is_null());
+    let documented = external_operations(&doc);
+    assert_eq!(
+        documented,
+        [
+            "DELETE /api/v1/registry/external/{id}",
+            "DELETE /api/v1/replication/rules/{id}",
+            "GET /api/v1/registry/external",
+            "GET /api/v1/registry/external/{id}",
+            "GET /api/v1/replication/jobs",
+            "GET /api/v1/replication/jobs/{id}",
+            "GET /api/v1/replication/rules",
+            "POST /api/v1/registry/external",
+            "POST /api/v1/registry/external/{id}/test",
+            "POST /api/v1/replication/pull",
+            "POST /api/v1/replication/push",
+            "POST /api/v1/replication/rules",
+            "PUT /api/v1/registry/external/{id}",
+        ]
+    );
+
+    // Each documented operation, for real, against a second hyperregistry.
+    let d = &doc;
+    let c = &mut Vec::new();
+    let list = call(&a, d, c, "GET /api/v1/registry/external", &[], None).await;
+    assert_eq!(list, json!([]));
+    let endpoint = format!("http://127.0.0.1:{}", b.port);
+    let reg = call(
+        &a,
+        d,
+        c,
+        "POST /api/v1/registry/external",
+        &[],
+        Some(json!({"name": "b", "type": "generic", "endpoint": endpoint})),
+    )
+    .await;
+    let id = reg["id"].as_str().unwrap().to_string();
+    let got = call(
+        &a,
+        d,
+        c,
+        "GET /api/v1/registry/external/{id}",
+        &[("id", &id)],
+        None,
+    )
+    .await;
+    assert_eq!(got, reg);
+    let put = call(
+        &a,
+        d,
+        c,
+        "PUT /api/v1/registry/external/{id}",
+        &[("id", &id)],
+        Some(json!({"insecure": true})),
+    )
+    .await;
+    assert_eq!(put["insecure"], true);
+    let test = call(
+        &a,
+        d,
+        c,
+        "POST /api/v1/registry/external/{id}/test",
+        &[("id", &id)],
+        None,
+    )
+    .await;
+    assert_eq!(test["reachable"], true, "{test}");
+
+    let (_, pushed) = a.push_image("team/app", "v1", b"openapi layer").await;
+    let r = call(
+        &a,
+        d,
+        c,
+        "POST /api/v1/replication/push",
+        &[],
+        Some(json!({"registry_id": id, "repository": "team/app", "reference": "v1"})),
+    )
+    .await;
+    assert_eq!(r["digest"], pushed.to_string());
+    let r = call(
+        &a,
+        d,
+        c,
+        "POST /api/v1/replication/pull",
+        &[],
+        Some(
+            json!({"registry_id": "b", "repository": "team/app", "reference": "v1",
+            "target_repository": "pulled/app"}),
+        ),
+    )
+    .await;
+    assert_eq!(r["digest"], pushed.to_string());
+    assert_eq!(r["target_repository"], "pulled/app");
+
+    let rule = call(
+        &a,
+        d,
+        c,
+        "POST /api/v1/replication/rules",
+        &[],
+        Some(json!({"name": "mirror", "registry_id": "b", "repositories": ["rule/**"]})),
+    )
+    .await;
+    assert_eq!(rule["source"], "api");
+    let rules = call(&a, d, c, "GET /api/v1/replication/rules", &[], None).await;
+    assert_eq!(rules.as_array().unwrap().len(), 1, "{rules}");
+    a.push_image("rule/app", "v1", b"replicated by rule").await;
+    wait_jobs(&a, 1).await;
+    let jobs = call(&a, d, c, "GET /api/v1/replication/jobs", &[], None).await;
+    let job_id = jobs[0]["id"].to_string();
+    let job = call(
+        &a,
+        d,
+        c,
+        "GET /api/v1/replication/jobs/{id}",
+        &[("id", &job_id)],
+        None,
+    )
+    .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let rule_id = rule["id"].as_str().unwrap();
+    call(
+        &a,
+        d,
+        c,
+        "DELETE /api/v1/replication/rules/{id}",
+        &[("id", rule_id)],
+        None,
+    )
+    .await;
+    call(
+        &a,
+        d,
+        c,
+        "DELETE /api/v1/registry/external/{id}",
+        &[("id", &id)],
+        None,
+    )
+    .await;
+    c.sort();
+    assert_eq!(*c, documented, "every documented operation was called");
+
+    // Errors answer with a documented status and the documented error body.
+    let (status, v) = api(
+        &a,
+        Method::GET,
+        &format!("/api/v1/registry/external/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let response = &doc["paths"]["/api/v1/registry/external/{id}"]["get"]["responses"]["404"];
+    assert_matches_schema(
+        d,
+        &response["content"]["application/json"]["schema"],
+        &v,
+        "404",
+    );
+    assert_eq!(v["errors"][0]["code"], "NOT_FOUND");
+}

@@ -19,10 +19,11 @@ pub struct ReplicationConfig {
 }
 
 /// A replication rule: pushes matching `repositories` and `tags` are copied to a registry.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(default)]
 pub struct RuleSpec {
     /// Identifier (assigned for API-managed rules; `config:<name>` for configured ones).
+    #[schema(read_only)]
     pub id: String,
     /// Unique name.
     pub name: String,
@@ -37,7 +38,7 @@ pub struct RuleSpec {
 }
 
 /// Inline credentials of a proxy upstream (or of an API request).
-#[derive(Clone, Default, Deserialize, PartialEq)]
+#[derive(Clone, Default, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(default)]
 pub struct AuthSpec {
     /// `none`, `basic` or `bearer`.
@@ -45,9 +46,11 @@ pub struct AuthSpec {
     pub kind: String,
     /// Basic user name.
     pub username: Option<String>,
-    /// Basic password.
+    /// Basic password (write-only: stored encrypted, never returned).
+    #[schema(write_only)]
     pub password: Option<String>,
-    /// Bearer token.
+    /// Bearer token (write-only: stored encrypted, never returned).
+    #[schema(write_only)]
     pub token: Option<String>,
 }
 

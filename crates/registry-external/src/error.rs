@@ -83,7 +83,32 @@ impl IntoResponse for ExternalError {
         if status.is_server_error() {
             tracing::warn!(code, error = %self, "management request failed");
         }
-        let body = serde_json::json!({ "errors": [{ "code": code, "message": self.to_string() }] });
+        let body = ErrorBody {
+            errors: vec![ErrorEntry {
+                code: code.to_string(),
+                message: self.to_string(),
+            }],
+        };
         (status, axum::Json(body)).into_response()
     }
+}
+
+/// The error body of the external-registry and replication API:
+/// `{"errors":[{"code","message"}]}` (schema `ExternalErrorBody`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ExternalErrorBody)]
+pub struct ErrorBody {
+    /// The errors (one).
+    pub errors: Vec<ErrorEntry>,
+}
+
+/// One error.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ExternalErrorEntry)]
+pub struct ErrorEntry {
+    /// `NOT_FOUND`, `INVALID`, `CONFLICT`, `UPSTREAM`, `UPSTREAM_UNAUTHORIZED`,
+    /// `UPSTREAM_NOT_FOUND`, `REFUSED` or `UNKNOWN`.
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
 }

@@ -18,7 +18,7 @@ pub const KEEP_JOBS: usize = 1000;
 pub const MAX_ATTEMPTS: u32 = 5;
 
 /// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Waiting for the worker.
@@ -34,7 +34,7 @@ pub enum JobStatus {
 }
 
 /// One replication of one image to one registry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Job {
     /// Identifier (increasing).
     pub id: u64,

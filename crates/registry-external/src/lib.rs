@@ -21,6 +21,8 @@ pub mod remote;
 pub mod replicate;
 pub mod secret;
 
+pub use api::openapi;
+
 use std::path::Path;
 use std::sync::Arc;
 

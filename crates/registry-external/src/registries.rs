@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use registry_meta::{ExternalRegistryRecord, MetaStore};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 
 use crate::config::AuthSpec;
@@ -18,17 +18,18 @@ pub const REPLICATION_RETRIES: u32 = 3;
 
 /// Body of `POST` and `PUT /api/v1/registry/external[/{id}]`. On `PUT`, absent fields keep
 /// their values, and an `auth` of the same type without a secret keeps the stored secret.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryInput {
     /// Unique name.
     pub name: Option<String>,
-    /// Registry type (default `generic`).
+    /// Registry type: `generic` (default), `harbor`, `ecr`, `dockerhub`, `gcr` or `acr`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// Endpoint URL (defaults per type).
     pub endpoint: Option<String>,
-    /// Credentials.
+    /// Credentials (`password` and `token` are write-only).
+    #[schema(default = json!(null))]
     pub auth: Option<AuthSpec>,
     /// Skip TLS verification / allow plain HTTP.
     pub insecure: Option<bool>,
@@ -47,23 +48,57 @@ pub fn rfc3339(t: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The public JSON view of a record: never the secret, only whether there is one.
-pub fn view(rec: &ExternalRegistryRecord) -> serde_json::Value {
-    let mut auth = serde_json::json!({ "type": rec.auth_kind });
-    if let Some(u) = &rec.username {
-        auth["username"] = serde_json::Value::String(u.clone());
+/// An external registry as the API returns it: never the secret, only whether there is one.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RegistryView {
+    /// Identifier.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Registry type: `generic`, `harbor`, `ecr`, `dockerhub`, `gcr` or `acr`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Endpoint URL.
+    pub endpoint: String,
+    /// Credentials, without the secret.
+    pub auth: AuthView,
+    /// A password or token is stored (encrypted).
+    pub has_secret: bool,
+    /// Skip TLS verification / allow plain HTTP.
+    pub insecure: bool,
+    /// Created at (RFC 3339).
+    pub created_at: String,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+}
+
+/// The credentials of a registry as returned: type and user name, never the secret.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuthView {
+    /// `none`, `basic` or `bearer`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Basic user name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+}
+
+/// The public view of a record: never the secret, only whether there is one.
+pub fn view(rec: &ExternalRegistryRecord) -> RegistryView {
+    RegistryView {
+        id: rec.id.clone(),
+        name: rec.name.clone(),
+        kind: rec.kind.clone(),
+        endpoint: rec.endpoint.clone(),
+        auth: AuthView {
+            kind: rec.auth_kind.clone(),
+            username: rec.username.clone(),
+        },
+        has_secret: rec.secret.is_some(),
+        insecure: rec.insecure,
+        created_at: rfc3339(rec.created_at),
+        updated_at: rfc3339(rec.updated_at),
     }
-    serde_json::json!({
-        "id": rec.id,
-        "name": rec.name,
-        "type": rec.kind,
-        "endpoint": rec.endpoint,
-        "auth": auth,
-        "has_secret": rec.secret.is_some(),
-        "insecure": rec.insecure,
-        "created_at": rfc3339(rec.created_at),
-        "updated_at": rfc3339(rec.updated_at),
-    })
 }
 
 /// Plain credentials from an auth block, with the type's default user name.

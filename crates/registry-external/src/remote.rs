@@ -177,7 +177,7 @@ pub struct Remote {
 }
 
 /// Result of `POST .../test`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TestReport {
     /// `GET /v2/` got an HTTP answer.
     pub reachable: bool,

@@ -23,7 +23,7 @@ use crate::error::{ExternalError, Result};
 use crate::remote::Remote;
 
 /// What a copy did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct CopyStats {
     /// Manifests (image manifests, indexes, referrers) copied.
     pub manifests: usize,

@@ -42,12 +42,31 @@ pub struct MgmtState {
     pub app: AppState,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Descriptions of other routers served alongside, merged into the OpenAPI document.
+    pub extra_openapi: Vec<Arc<utoipa::openapi::OpenApi>>,
 }
 
 impl MgmtState {
     /// Management state over a registry state and its metrics.
     pub fn new(app: AppState, metrics: Arc<Metrics>) -> MgmtState {
-        MgmtState { app, metrics }
+        MgmtState {
+            app,
+            metrics,
+            extra_openapi: Vec::new(),
+        }
+    }
+
+    /// Also describe another router's routes (merged into the server) in
+    /// `GET /api/v1/openapi.json`. Paths and schemas already in the document win on a clash.
+    pub fn with_openapi(mut self, extra: utoipa::openapi::OpenApi) -> MgmtState {
+        self.extra_openapi.push(Arc::new(extra));
+        self
+    }
+
+    /// The served OpenAPI document: the management API's, merged with every
+    /// [`with_openapi`](MgmtState::with_openapi) addition.
+    pub fn openapi(&self) -> utoipa::openapi::OpenApi {
+        openapi::merged(&self.extra_openapi)
     }
 }
 
