@@ -201,11 +201,7 @@ async fn dry_run_then_gc_frees_exactly_what_nothing_references(backend: Backend)
     let r = gc_json(&s, &["--dry-run", "--delete-untagged", "--grace", "1s"]);
     assert_eq!(r["dry_run"], true);
     assert_report(&r, (1, 5, 7, (pass1 + pass2) as u64));
-    assert_eq!(
-        s.stored_blobs(),
-        files_before,
-        "dry run deleted files"
-    );
+    assert_eq!(s.stored_blobs(), files_before, "dry run deleted files");
 
     // A live server's locks are invisible to another process: sweeping is refused.
     let out = s.run_cli(&["gc", "--grace", "1s"]);
