@@ -140,6 +140,11 @@ pub struct S3StorageConfig {
     pub rootdirectory: String,
     /// Upload part size in bytes (at least 5 MiB).
     pub chunksize: u64,
+    /// Upload parts of one request sent at once.
+    pub partsinflight: usize,
+    /// A first body of known length goes as one streaming PUT (see
+    /// `registry_storage::S3Config::single_put`).
+    pub singleput: bool,
 }
 
 impl Default for S3StorageConfig {
@@ -154,6 +159,8 @@ impl Default for S3StorageConfig {
             redirect: false,
             rootdirectory: String::new(),
             chunksize: registry_storage::S3Config::new("").part_size,
+            partsinflight: registry_storage::S3Config::new("").parts_in_flight,
+            singleput: registry_storage::S3Config::new("").single_put,
         }
     }
 }
@@ -358,6 +365,8 @@ impl Config {
         cfg.prefix = s3.rootdirectory.clone();
         cfg.redirect = s3.redirect;
         cfg.part_size = s3.chunksize;
+        cfg.parts_in_flight = s3.partsinflight;
+        cfg.single_put = s3.singleput;
         cfg.max_upload = self.storage.maxblobsize;
         Ok(cfg)
     }

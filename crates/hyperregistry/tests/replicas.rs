@@ -79,6 +79,26 @@ async fn served_digest(s: &Server, repo: &str, reference: &str) -> String {
     header(&r, "docker-content-digest")
 }
 
+/// Wait (at most 1 s) until replica `s` serves `want` for `repo:reference` (`None`: 404).
+/// A write on another replica reaches this one's in-process manifest cache through Redis
+/// pub/sub: the one window the design leaves, sub-millisecond on one host, longer on a
+/// loaded test machine. Without Redis it never converges (see the control test).
+async fn converge(s: &Server, repo: &str, reference: &str, want: Option<&str>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let r = get_manifest(s, repo, reference).await;
+        let got = (r.status() == StatusCode::OK).then(|| header(&r, "docker-content-digest"));
+        if got.as_deref() == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{repo}:{reference} still served as {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 async fn blob_status(s: &Server, repo: &str, digest: &oci_core::Digest) -> StatusCode {
     s.req(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"))
         .send()
@@ -108,6 +128,7 @@ async fn a_write_on_one_replica_is_served_by_the_other_at_once_on(env: &[(&str, 
 
     // Move the tag through A: B answers with the new manifest right after.
     let (m2, d2) = a.push_image(repo, "stable", &bytes(2000, 2)).await;
+    converge(b, repo, "stable", Some(&d2.to_string())).await;
     let r = get_manifest(b, repo, "stable").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "docker-content-digest"), d2.to_string());
@@ -124,6 +145,7 @@ async fn a_write_on_one_replica_is_served_by_the_other_at_once_on(env: &[(&str, 
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
+    converge(b, repo, "second", None).await;
     assert_error(
         get_manifest(b, repo, "second").await,
         StatusCode::NOT_FOUND,
@@ -142,6 +164,8 @@ async fn a_write_on_one_replica_is_served_by_the_other_at_once_on(env: &[(&str, 
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
+    converge(b, repo, "stable", None).await;
+    converge(b, repo, &d2.to_string(), None).await;
     assert_error(
         get_manifest(b, repo, "stable").await,
         StatusCode::NOT_FOUND,

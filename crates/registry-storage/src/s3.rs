@@ -72,6 +72,13 @@ pub struct S3Config {
     /// Target size of upload parts (at least [`MIN_PART`]); grows after every 1000 parts so
     /// that S3's 10,000-part limit allows blobs of hundreds of GiB.
     pub part_size: u64,
+    /// Parts of one upload request sent at once (at least 1); memory per request is about
+    /// `(parts_in_flight + 1) * part_size`.
+    pub parts_in_flight: usize,
+    /// Store a first body of known length (5 MiB to 5 GiB) with one streaming PUT instead
+    /// of parallel parts: faster on servers where completing a multipart upload rewrites
+    /// the object (s3s-fs), slower where it does not (S3, garage).
+    pub single_put: bool,
     /// Staging objects larger than this are copied to their blob key with parallel
     /// UploadPartCopy requests instead of one CopyObject (which S3 caps at 5 GiB).
     pub copy_part_threshold: u64,
@@ -97,6 +104,8 @@ impl std::fmt::Debug for S3Config {
             .field("prefix", &self.prefix)
             .field("redirect", &self.redirect)
             .field("part_size", &self.part_size)
+            .field("parts_in_flight", &self.parts_in_flight)
+            .field("single_put", &self.single_put)
             .field("copy_part_threshold", &self.copy_part_threshold)
             .field("copy_part_size", &self.copy_part_size)
             .field("max_upload", &self.max_upload)
@@ -118,6 +127,8 @@ impl S3Config {
             prefix: String::new(),
             redirect: false,
             part_size: 16 << 20,
+            parts_in_flight: 4,
+            single_put: true,
             copy_part_threshold: MAX_COPY_OBJECT,
             copy_part_size: 512 << 20,
             max_upload: None,
@@ -718,8 +729,8 @@ impl S3BlobStore {
         }
     }
 
-    /// Stream a body into parts of the session's multipart upload (one filling here, at
-    /// most one being sent), keeping what is left as the tail. Returns the new size and, for
+    /// Stream a body into parts of the session's multipart upload (one filling here, up to
+    /// `parts_in_flight` being sent), keeping what is left as the tail. Returns the new size and, for
     /// a body cut short, its error (what arrived is kept).
     async fn append_parts(
         &self,
@@ -737,11 +748,14 @@ impl S3BlobStore {
             buffered = bytes.len() as u64;
             chunks.push(bytes);
         }
-        let mut in_flight: Option<tokio::task::JoinHandle<Result<PartRecord>>> = None;
+        let mut in_flight: std::collections::VecDeque<tokio::task::JoinHandle<Result<PartRecord>>> =
+            std::collections::VecDeque::new();
+        let max_in_flight = self.cfg.parts_in_flight.max(1);
         let mut received = 0u64;
         let mut failure: Option<StorageError> = None;
 
-        // Stream the body into parts: one filling here, at most one being sent.
+        // Stream the body into parts: one filling here, up to `max_in_flight` being sent;
+        // finished parts are recorded in order.
         let streamed: Result<()> = async {
             while let Some(item) = body.next().await {
                 let chunk = match item {
@@ -763,14 +777,16 @@ impl S3BlobStore {
                 }
                 buffered += chunk.len() as u64;
                 chunks.push(chunk);
-                let index = state.parts.len() + usize::from(in_flight.is_some());
+                let index = state.parts.len() + in_flight.len();
                 if buffered >= self.part_target(index) {
-                    if let Some(task) = in_flight.take() {
+                    if in_flight.len() >= max_in_flight
+                        && let Some(task) = in_flight.pop_front()
+                    {
                         state.parts.push(task.await.expect("part upload panicked")?);
                     }
                     let multipart = self.ensure_multipart(id, &mut state).await?;
-                    let index = state.parts.len();
-                    in_flight = Some(self.spawn_part(
+                    let index = state.parts.len() + in_flight.len();
+                    in_flight.push_back(self.spawn_part(
                         id,
                         &multipart,
                         index,
@@ -780,7 +796,7 @@ impl S3BlobStore {
                     buffered = 0;
                 }
             }
-            if let Some(task) = in_flight.take() {
+            while let Some(task) = in_flight.pop_front() {
                 state.parts.push(task.await.expect("part upload panicked")?);
             }
             Ok(())
@@ -789,7 +805,7 @@ impl S3BlobStore {
         if let Err(e) = streamed {
             // The saved state still describes what is stored; parts sent beyond it are
             // replaced by the next request's parts of the same numbers.
-            if let Some(task) = in_flight.take() {
+            for task in in_flight.drain(..) {
                 task.abort();
             }
             return Err(e);
@@ -966,7 +982,9 @@ impl BlobStore for S3BlobStore {
         body: ByteStream,
     ) -> Result<u64> {
         // One streaming PUT for a large first body (S3 caps single PUTs at 5 GiB).
-        let single = len.filter(|l| (MIN_PART..=MAX_COPY_OBJECT).contains(l));
+        let single = len
+            .filter(|_| self.cfg.single_put)
+            .filter(|l| (MIN_PART..=MAX_COPY_OBJECT).contains(l));
         self.append(id, at, single, body).await
     }
 
