@@ -392,6 +392,9 @@ async fn uploads_state_and_catalog(db: Db) {
 async fn gc_deletes_only_what_is_still_unreferenced_and_old(db: Db) {
     let meta = db.open().await;
     let (used, loose) = (Digest::sha256_of(b"used"), Digest::sha256_of(b"loose"));
+    // Before anything is stored: nothing can be older than this (timestamps have whole
+    // seconds, so a later instant may already be past the links' second).
+    let start = SystemTime::now();
     meta.link_blob("r", &used, 4).await.unwrap();
     meta.link_blob("r", &loose, 5).await.unwrap();
     let child = NewManifest {
@@ -413,8 +416,7 @@ async fn gc_deletes_only_what_is_still_unreferenced_and_old(db: Db) {
     };
     meta.put_manifest("r", &sig, &[]).await.unwrap();
     // Nothing is old yet.
-    let now = SystemTime::now();
-    assert!(!meta.gc_unlink_blob("r", &loose, now).await.unwrap());
+    assert!(!meta.gc_unlink_blob("r", &loose, start).await.unwrap());
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let cutoff = SystemTime::now() - Duration::from_secs(1);
 
