@@ -16,14 +16,6 @@ fn workspace_root() -> &'static Path {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn containerfile_builds_and_the_image_serves_the_registry() {
     if !["docker", "dockerd", "runc", "debootstrap"]

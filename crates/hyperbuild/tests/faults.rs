@@ -21,14 +21,6 @@ fn seed_big(registry: &Registry, repo_tag: &str, size: usize) -> oci_core::Diges
     layer
 }
 
-fn blob_sha256(registry_host: &str, repo: &str, digest: &oci_core::Digest) -> oci_core::Digest {
-    let bytes = reqwest::blocking::get(format!("http://{registry_host}/v2/{repo}/blobs/{digest}"))
-        .unwrap()
-        .bytes()
-        .unwrap();
-    oci_core::Digest::sha256_of(&bytes)
-}
-
 #[test]
 fn push_resumes_a_chunked_upload_after_the_connection_drops() {
     if !require_tool("skopeo") {

@@ -18,14 +18,6 @@ fn shared_env(redis: &RedisServer, s3: &S3Server) -> Vec<(String, String)> {
     env
 }
 
-fn blob_sha256(registry_host: &str, repo: &str, digest: &oci_core::Digest) -> oci_core::Digest {
-    let bytes = reqwest::blocking::get(format!("http://{registry_host}/v2/{repo}/blobs/{digest}"))
-        .unwrap()
-        .bytes()
-        .unwrap();
-    oci_core::Digest::sha256_of(&bytes)
-}
-
 #[test]
 fn a_push_survives_the_death_of_its_replica() {
     if !require_tool("skopeo") || !test_support::postgres::available() {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use oci_core::Digest;
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
-use test_support::{busybox_layout, ensure_dockerd, podman, require_tool, sh};
+use test_support::{busybox_layout, ensure_dockerd, free_port, podman, require_tool, sh};
 
 const USERS: [(&str, &str); 4] = [
     ("alice", "alice-secret-pw-1"),
@@ -47,14 +47,6 @@ fn qs(pairs: &[(&str, &str)]) -> String {
     form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The `auth` block the tests use: three users plus an admin, one user's rights via a

@@ -10,14 +10,7 @@ use oci_core::Digest;
 use test_support::Registry;
 use test_support::s3::S3Server;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+use test_support::free_port;
 fn data(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()
 }

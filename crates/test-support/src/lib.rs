@@ -33,7 +33,8 @@ pub fn require_tool(name: &str) -> bool {
     found
 }
 
-fn free_port() -> u16 {
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -501,6 +502,15 @@ pub fn write_layout(
         .unwrap(),
     )
     .unwrap();
+}
+
+/// The sha256 of a blob as a registry serves it (`GET /v2/<repo>/blobs/<digest>`).
+pub fn blob_sha256(registry_host: &str, repo: &str, digest: &oci_core::Digest) -> oci_core::Digest {
+    let bytes = reqwest::blocking::get(format!("http://{registry_host}/v2/{repo}/blobs/{digest}"))
+        .unwrap()
+        .bytes()
+        .unwrap();
+    oci_core::Digest::sha256_of(&bytes)
 }
 
 /// A TCP proxy to a local port that cuts one connection once a byte count is crossed

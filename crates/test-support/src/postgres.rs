@@ -16,6 +16,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::free_port;
+
 /// The environment variable naming an admin URL of an already running server.
 pub const URL_ENV: &str = "HYPER_TEST_POSTGRES_URL";
 
@@ -113,14 +115,6 @@ struct LocalServer {
     url: String,
     /// Held open for the life of the process: its closing tells the watchdog to clean up.
     _watchdog_stdin: ChildStdin,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The uid and gid of the `postgres` account (the server cannot run as root).

@@ -20,14 +20,7 @@ pub struct Server {
     pub s3: Option<test_support::s3::S3Server>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+pub use test_support::free_port;
 impl Server {
     /// Start a registry on a fresh data directory.
     pub async fn start() -> Server {
