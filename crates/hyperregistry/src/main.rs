@@ -97,13 +97,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let blobs = FsBlobStore::open(root)
         .with_context(|| format!("opening blob storage in {}", root.display()))?
         .with_max_upload(cfg.storage.maxblobsize);
-    let url = cfg.database_url();
-    let meta = registry_meta::connect(&url).await.with_context(|| {
-        format!(
-            "opening the metadata database {}",
-            registry_meta::redact(&url)
-        )
-    })?;
+    let meta = open_metadata(&cfg).await?;
     // Upload files without a session row belong to monolithic uploads that a crash cut
     // short (they never get one): nothing can finish them.
     let mut orphans = 0;
@@ -203,6 +197,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The metadata database the configuration names (migrations applied).
+async fn open_metadata(cfg: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
+    let url = cfg.database_url();
+    registry_meta::connect(&url).await.with_context(|| {
+        format!(
+            "opening the metadata database {}",
+            registry_meta::redact(&url)
+        )
+    })
+}
+
 /// The lock file marking a data directory that a server is using.
 fn serve_lock_path(root: &std::path::Path) -> PathBuf {
     root.join("serve.lock")
@@ -299,13 +304,7 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let url = cfg.database_url();
-    let meta = registry_meta::connect(&url).await.with_context(|| {
-        format!(
-            "opening the metadata database {}",
-            registry_meta::redact(&url)
-        )
-    })?;
+    let meta = open_metadata(&cfg).await?;
     let fs = FsBlobStore::open(root)
         .with_context(|| format!("opening blob storage in {}", root.display()))?;
     let blobs = blob_store(&cfg, fs, meta.clone())?;

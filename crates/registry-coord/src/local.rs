@@ -1,6 +1,6 @@
 //! The single-process [`Coordinator`]: locks and the cache live in memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use crate::{CoordError, Coordinator, LockGuard, Result};
 
 /// In-memory locks, invalidation and cache for one process.
 pub struct LocalCoordinator {
-    locks: Arc<Mutex<HashMap<String, Instant>>>,
+    locks: Arc<Mutex<HashSet<String>>>,
     released: Arc<Notify>,
     cache: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
     invalidations: broadcast::Sender<String>,
@@ -28,7 +28,7 @@ impl LocalCoordinator {
     /// An empty coordinator.
     pub fn new() -> LocalCoordinator {
         LocalCoordinator {
-            locks: Arc::new(Mutex::new(HashMap::new())),
+            locks: Arc::new(Mutex::new(HashSet::new())),
             released: Arc::new(Notify::new()),
             cache: Mutex::new(HashMap::new()),
             invalidations: broadcast::channel(1024).0,
@@ -39,12 +39,7 @@ impl LocalCoordinator {
     /// holding only by dropping its guard (the time to live matters across processes, where
     /// a holder can die; `RedisCoordinator` renews held locks for the same effect).
     fn try_take(&self, name: &str) -> bool {
-        let mut locks = self.locks.lock();
-        if locks.contains_key(name) {
-            return false;
-        }
-        locks.insert(name.to_string(), Instant::now());
-        true
+        self.locks.lock().insert(name.to_string())
     }
 }
 
