@@ -361,21 +361,12 @@ async fn gc_delete_manifest_tx(
     digest: &str,
     older_than: i64,
 ) -> Result<bool> {
-    let Some(row) = sqlx::query(
-        "SELECT m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id
-         WHERE r.name = $1 AND m.digest = $2 FOR UPDATE OF m",
-    )
-    .bind(repo)
-    .bind(digest)
-    .fetch_optional(&mut **tx)
-    .await?
-    else {
-        return Ok(false);
-    };
-    let repo_id: i64 = row.get(0);
     // A referrer whose subject is pushed concurrently may still go: that is the order
     // "GC, then push", as with SQLite's single writer.
-    let done = sqlx::query(
+    lock_then_delete(
+        tx,
+        "SELECT m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id
+         WHERE r.name = $1 AND m.digest = $2 FOR UPDATE OF m",
         "DELETE FROM manifests AS m
          WHERE m.repo_id = $1 AND m.digest = $2
            AND m.created_at < $3
@@ -384,13 +375,11 @@ async fn gc_delete_manifest_tx(
                            WHERE mr.repo_id = m.repo_id AND mr.child = m.digest)
            AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s
                                                  WHERE s.repo_id = m.repo_id AND s.digest = m.subject))",
+        repo,
+        digest,
+        older_than,
     )
-    .bind(repo_id)
-    .bind(digest)
-    .bind(older_than)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() > 0)
+    .await
 }
 
 /// `gc_unlink_blob` in a transaction. The link row is locked first: a manifest push that
@@ -404,30 +393,51 @@ async fn gc_unlink_blob_tx(
     digest: &str,
     older_than: i64,
 ) -> Result<bool> {
-    let Some(row) = sqlx::query(
+    lock_then_delete(
+        tx,
         "SELECT rb.repo_id FROM repository_blobs rb JOIN repositories r ON r.id = rb.repo_id
          WHERE r.name = $1 AND rb.digest = $2 FOR UPDATE OF rb",
-    )
-    .bind(repo)
-    .bind(digest)
-    .fetch_optional(&mut **tx)
-    .await?
-    else {
-        return Ok(false);
-    };
-    let repo_id: i64 = row.get(0);
-    let done = sqlx::query(
         "DELETE FROM repository_blobs AS rb
          WHERE rb.repo_id = $1 AND rb.digest = $2
            AND rb.created_at < $3
            AND NOT EXISTS (SELECT 1 FROM manifest_references mr
                            WHERE mr.repo_id = rb.repo_id AND mr.child = rb.digest)",
+        repo,
+        digest,
+        older_than,
     )
-    .bind(repo_id)
-    .bind(digest)
-    .bind(older_than)
-    .execute(&mut **tx)
-    .await?;
+    .await
+}
+
+/// GC's conditional delete of one row of a repository: `lock` (binding the repository name
+/// and digest) locks the row FOR UPDATE and returns its `repo_id`; then `delete` (binding
+/// repo_id, digest, cutoff) re-checks the condition in a statement of its own, whose fresh
+/// snapshot sees every reference committed before the lock was granted. A single
+/// `DELETE ... WHERE NOT EXISTS` would read its subqueries from the snapshot taken before it
+/// waited for the row. Returns whether the row was deleted.
+async fn lock_then_delete(
+    tx: &mut Transaction<'static, Postgres>,
+    lock: &'static str,
+    delete: &'static str,
+    repo: &str,
+    digest: &str,
+    older_than: i64,
+) -> Result<bool> {
+    let Some(row) = sqlx::query(lock)
+        .bind(repo)
+        .bind(digest)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let repo_id: i64 = row.get(0);
+    let done = sqlx::query(delete)
+        .bind(repo_id)
+        .bind(digest)
+        .bind(older_than)
+        .execute(&mut **tx)
+        .await?;
     Ok(done.rows_affected() > 0)
 }
 
