@@ -148,7 +148,9 @@ async fn dry_run_then_gc_frees_exactly_what_nothing_references(backend: Backend)
         bytes(3000, 1),
         bytes(1100, 2),
         bytes(1200, 3),
-        bytes(1300, 4),
+        // Above S3's smallest part: on S3 its commit links a data object, which GC must
+        // delete with the link.
+        bytes(6 << 20, 4),
         bytes(1400, 5),
     );
     let sd = Digest::sha256_of(&shared);
@@ -221,6 +223,7 @@ async fn dry_run_then_gc_frees_exactly_what_nothing_references(backend: Backend)
     for gone in [&ld(&cb), &ld(&lb), &b1, &od] {
         assert!(!s.content_path(gone).exists(), "{gone} still on disk");
     }
+    assert_eq!(s.stored_uploads(), 0, "data left behind by a deleted blob");
     assert!(
         s.content_path(&a2).exists(),
         "untagged manifest swept without the flag"

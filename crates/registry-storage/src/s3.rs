@@ -1,11 +1,16 @@
 //! S3-compatible object storage backend (AWS S3, MinIO, Garage, s3s, …) on `object_store`.
 //!
 //! Keys under the configured prefix:
-//! - `blobs/<algorithm>/<first two hex>/<hex>`: committed blobs, immutable.
-//! - `uploads/<session id>/data`: the staging object an upload's multipart upload completes to.
+//! - `blobs/<algorithm>/<first two hex>/<hex>`: committed blobs, immutable. Either the
+//!   content itself (blobs shorter than one part, manifests) or a *link*: an empty object
+//!   whose user metadata (`x-amz-meta-hyper-location`, `x-amz-meta-hyper-size`) names the
+//!   `data/` object holding the verified bytes.
+//! - `data/<session id>`: the object an upload's bytes are stored in (one streaming PUT, or
+//!   the completion of its multipart upload). Once verified it stays where it is and a link
+//!   points to it; it is never written again.
 //! - `uploads/<session id>/tail-<n>`: bytes of a session not yet making up a whole part.
 //!
-//! An upload session streams through an S3 multipart upload on the staging key: the body is
+//! An upload session streams through an S3 multipart upload on its data key: the body is
 //! cut into parts of at least [`MIN_PART`] (one part filling while the previous one is sent,
 //! so a request holds at most two parts in memory). What is left at the end of a request
 //! (shorter than a part) is kept as a small tail object and prepended to the next request's
@@ -14,9 +19,15 @@
 //! session from persisted state only.
 //!
 //! Commit: the digest comes from the running hash when this process saw every byte in order,
-//! else the completed staging object is read back and hashed (streaming). Only verified bytes
-//! are copied under `blobs/` (CopyObject, or parallel UploadPartCopy above
-//! [`S3Config::copy_part_threshold`]), so nothing appears there unverified.
+//! else the completed data object is read back and hashed (streaming). Only then is the link
+//! written under `blobs/` (a conditional create: when two sessions commit the same digest,
+//! one link wins and the other session's data is removed), so nothing appears there
+//! unverified, and a commit costs one small PUT whatever the blob's size (no server-side
+//! copy, which S3 performs at a fraction of its upload speed).
+//!
+//! Readers resolve a digest to the object holding its bytes (one HEAD) and remember the
+//! answer for a while ([`LOCATION_TTL`]); a read that finds a remembered object gone
+//! resolves again, so a blob deleted and pushed again elsewhere is still found.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +40,10 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::{SignedUrlOptions, Signer};
-use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    Attribute, Attributes, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt,
+    PutMode, PutOptions, PutPayload,
+};
 use oci_core::{Algorithm, Digest, Hasher};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -43,10 +57,16 @@ pub const MIN_PART: u64 = 5 << 20;
 pub const MAX_COPY_OBJECT: u64 = 5 << 30;
 /// How long presigned blob URLs stay valid (Distribution uses the same).
 const PRESIGN_TTL: Duration = Duration::from_secs(20 * 60);
-/// UploadPartCopy requests in flight during a large commit.
+/// UploadPartCopy requests in flight while a staged object becomes parts.
 const COPY_CONCURRENCY: usize = 8;
-/// S3's maximum part count per multipart upload.
-const MAX_PARTS: usize = 10_000;
+/// User metadata key of a link object: the data object's key (relative to the prefix).
+const LINK_LOCATION: &str = "hyper-location";
+/// User metadata key of a link object: the blob's size in bytes.
+const LINK_SIZE: &str = "hyper-size";
+/// How long a resolved blob location is reused before it is looked up again.
+pub const LOCATION_TTL: Duration = Duration::from_secs(60);
+/// Most resolved locations remembered (the memory is cleared when it is full).
+const LOCATION_CACHE_ENTRIES: usize = 100_000;
 
 /// Settings of an S3 blob store.
 #[derive(Clone)]
@@ -79,10 +99,7 @@ pub struct S3Config {
     /// of parallel parts: faster on servers where completing a multipart upload rewrites
     /// the object (s3s-fs), slower where it does not (S3, garage).
     pub single_put: bool,
-    /// Staging objects larger than this are copied to their blob key with parallel
-    /// UploadPartCopy requests instead of one CopyObject (which S3 caps at 5 GiB).
-    pub copy_part_threshold: u64,
-    /// Range size of each UploadPartCopy.
+    /// Range size of each UploadPartCopy when a staged object becomes parts.
     pub copy_part_size: u64,
     /// Largest blob accepted, in bytes.
     pub max_upload: Option<u64>,
@@ -106,7 +123,6 @@ impl std::fmt::Debug for S3Config {
             .field("part_size", &self.part_size)
             .field("parts_in_flight", &self.parts_in_flight)
             .field("single_put", &self.single_put)
-            .field("copy_part_threshold", &self.copy_part_threshold)
             .field("copy_part_size", &self.copy_part_size)
             .field("max_upload", &self.max_upload)
             .finish()
@@ -129,7 +145,6 @@ impl S3Config {
             part_size: 16 << 20,
             parts_in_flight: 4,
             single_put: true,
-            copy_part_threshold: MAX_COPY_OBJECT,
             copy_part_size: 512 << 20,
             max_upload: None,
         }
@@ -168,6 +183,10 @@ struct SessionState {
     /// one streaming PUT); turned into the first parts if more bytes follow.
     #[serde(default)]
     staged: u64,
+    /// The session's bytes go to `data/<id>` (sessions begun by earlier versions, without
+    /// this field, used `uploads/<id>/data`).
+    #[serde(default)]
+    data_key: bool,
 }
 
 impl SessionState {
@@ -176,6 +195,23 @@ impl SessionState {
             + self.parts.iter().map(|p| p.size).sum::<u64>()
             + self.tail.as_ref().map_or(0, |t| t.size)
     }
+}
+
+/// Where a committed blob's bytes are.
+#[derive(Debug, Clone)]
+struct Located {
+    /// The object holding the bytes: the blob key itself, or a linked data object.
+    path: Path,
+    /// Blob size in bytes.
+    size: u64,
+    /// The blob key is a link to `path`.
+    linked: bool,
+}
+
+/// A resolved location and when it was looked up.
+struct Remembered {
+    located: Located,
+    at: std::time::Instant,
 }
 
 /// What this process knows beyond the shared state: the running hash, valid while `hashed`
@@ -192,6 +228,7 @@ pub struct S3BlobStore {
     prefix: String,
     states: Arc<dyn UploadStateStore>,
     locals: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Local>>>>,
+    locations: parking_lot::Mutex<HashMap<String, Remembered>>,
     http: reqwest::Client,
 }
 
@@ -286,6 +323,7 @@ impl S3BlobStore {
             prefix,
             states,
             locals: parking_lot::Mutex::new(HashMap::new()),
+            locations: parking_lot::Mutex::new(HashMap::new()),
             http,
         })
     }
@@ -329,8 +367,13 @@ impl S3BlobStore {
         }
     }
 
-    fn staging_path(&self, id: &str) -> Path {
-        self.key(&format!("uploads/{id}/data"))
+    /// The object a session's bytes are stored in (and, once committed, kept in).
+    fn staging_path(&self, id: &str, state: &SessionState) -> Path {
+        if state.data_key {
+            self.key(&format!("data/{id}"))
+        } else {
+            self.key(&format!("uploads/{id}/data"))
+        }
     }
 
     fn tail_path(&self, id: &str, generation: u64) -> Path {
@@ -398,7 +441,7 @@ impl S3BlobStore {
         }
         let m = self
             .s3
-            .create_multipart(&self.staging_path(id))
+            .create_multipart(&self.staging_path(id, state))
             .await
             .map_err(io_err)?;
         state.multipart = Some(m.clone());
@@ -407,14 +450,13 @@ impl S3BlobStore {
 
     fn spawn_part(
         &self,
-        id: &str,
+        path: Path,
         multipart: &str,
         index: usize,
         chunks: Vec<Bytes>,
         size: u64,
     ) -> tokio::task::JoinHandle<Result<PartRecord>> {
         let s3 = self.s3.clone();
-        let path = self.staging_path(id);
         let multipart = multipart.to_string();
         tokio::spawn(async move {
             let payload: PutPayload = chunks.into_iter().collect();
@@ -429,12 +471,14 @@ impl S3BlobStore {
         })
     }
 
-    /// Remove everything a session left in the bucket and its state.
-    async fn discard(&self, id: &str, state: &SessionState) -> Result<()> {
+    /// Remove everything a session left in the bucket and its state (`keep_data`: all but
+    /// its data object, which a link now points to).
+    async fn discard(&self, id: &str, state: &SessionState, keep_data: bool) -> Result<()> {
+        let staging = self.staging_path(id, state);
         if let Some(m) = &state.multipart
             && !state.completed
         {
-            match self.s3.abort_multipart(&self.staging_path(id), m).await {
+            match self.s3.abort_multipart(&staging, m).await {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(io_err(e)),
@@ -446,48 +490,10 @@ impl S3BlobStore {
                 .await
                 .map_err(io_err)?;
         }
-        self.s3
-            .delete(&self.staging_path(id))
-            .await
-            .map_err(io_err)?;
+        if !keep_data {
+            self.s3.delete(&staging).await.map_err(io_err)?;
+        }
         self.states.remove(id).await
-    }
-
-    /// Copy a verified staging object to its blob key.
-    async fn copy_into_place(&self, from: &Path, to: &Path, size: u64) -> Result<()> {
-        if size <= self.cfg.copy_part_threshold {
-            return self.s3.copy(from, to).await.map_err(io_err);
-        }
-        let multipart = self.s3.create_multipart(to).await.map_err(io_err)?;
-        let step = self.cfg.copy_part_size;
-        let count = size.div_ceil(step) as usize;
-        if count > MAX_PARTS {
-            return Err(other(format!(
-                "a {size}-byte copy needs {count} parts of {step} bytes; S3 allows {MAX_PARTS}"
-            )));
-        }
-        let parts: Result<Vec<PartId>> = futures::stream::iter(0..count)
-            .map(|i| {
-                let start = i as u64 * step;
-                let end = (start + step).min(size) - 1;
-                self.upload_part_copy(from, to, &multipart, i, start, end)
-            })
-            .buffered(COPY_CONCURRENCY)
-            .try_collect()
-            .await;
-        match parts {
-            Ok(parts) => {
-                self.s3
-                    .complete_multipart(to, &multipart, parts)
-                    .await
-                    .map_err(io_err)?;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = self.s3.abort_multipart(to, &multipart).await;
-                Err(e)
-            }
-        }
     }
 
     /// One UploadPartCopy (`object_store` has no call for it): a presigned `PUT` whose
@@ -552,6 +558,7 @@ impl S3BlobStore {
     async fn put_staged(
         &self,
         id: &str,
+        state: &SessionState,
         len: u64,
         body: ByteStream,
         hasher: Option<Hasher>,
@@ -576,7 +583,7 @@ impl S3BlobStore {
             .s3
             .signed_url(
                 Method::PUT,
-                &self.staging_path(id),
+                &self.staging_path(id, state),
                 Duration::from_secs(3600),
             )
             .await
@@ -606,7 +613,7 @@ impl S3BlobStore {
     /// Turn a plain staging object into the first parts of a multipart upload on the same
     /// key (server-side UploadPartCopy), so that more bytes can follow.
     async fn convert_staged(&self, id: &str, state: &mut SessionState) -> Result<()> {
-        let staging = self.staging_path(id);
+        let staging = self.staging_path(id, state);
         let multipart = self.ensure_multipart(id, state).await?;
         let step = self.cfg.copy_part_size;
         let mut ranges = Vec::new();
@@ -703,7 +710,7 @@ impl S3BlobStore {
             {
                 return Err(StorageError::TooLarge(max));
             }
-            let hasher = self.put_staged(id, len, body, hasher).await?;
+            let hasher = self.put_staged(id, &state, len, body, hasher).await?;
             state.staged = len;
             self.save_state(id, &state).await?;
             if let Some(h) = hasher {
@@ -787,7 +794,7 @@ impl S3BlobStore {
                     let multipart = self.ensure_multipart(id, &mut state).await?;
                     let index = state.parts.len() + in_flight.len();
                     in_flight.push_back(self.spawn_part(
-                        id,
+                        self.staging_path(id, &state),
                         &multipart,
                         index,
                         std::mem::take(&mut chunks),
@@ -818,8 +825,13 @@ impl S3BlobStore {
         if buffered >= MIN_PART {
             let multipart = self.ensure_multipart(id, &mut state).await?;
             let index = state.parts.len();
-            let task =
-                self.spawn_part(id, &multipart, index, std::mem::take(&mut chunks), buffered);
+            let task = self.spawn_part(
+                self.staging_path(id, &state),
+                &multipart,
+                index,
+                std::mem::take(&mut chunks),
+                buffered,
+            );
             state.parts.push(task.await.expect("part upload panicked")?);
         } else if buffered > 0 {
             let generation = state.next_tail;
@@ -853,72 +865,233 @@ impl S3BlobStore {
         }
         Ok(hasher.finish())
     }
+
+    /// Where a digest's bytes are: remembered for [`LOCATION_TTL`] unless `fresh`, else
+    /// one HEAD of the blob key (which also reads a link's metadata).
+    async fn resolve(&self, digest: &Digest, fresh: bool) -> Result<Option<Located>> {
+        let name = digest.to_string();
+        if !fresh
+            && let Some(r) = self.locations.lock().get(&name)
+            && r.at.elapsed() < LOCATION_TTL
+        {
+            return Ok(Some(r.located.clone()));
+        }
+        let options = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let blob = self.blob_path(digest);
+        let result = match self.s3.get_opts(&blob, options).await {
+            Ok(r) => r,
+            Err(e) if is_not_found(&e) => {
+                self.forget_location(digest);
+                return Ok(None);
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        let located = located(&self.prefix, blob, result.meta.size, &result.attributes)?;
+        let mut cache = self.locations.lock();
+        if cache.len() >= LOCATION_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(
+            name,
+            Remembered {
+                located: located.clone(),
+                at: std::time::Instant::now(),
+            },
+        );
+        Ok(Some(located))
+    }
+
+    fn forget_location(&self, digest: &Digest) {
+        self.locations.lock().remove(&digest.to_string());
+    }
+
+    /// Write the link `dest` → `data`. Returns false when `mode` is [`PutMode::Create`] and
+    /// another commit of the same digest linked its own data (the blob is stored; `data` is
+    /// not needed). Read back after writing, because some servers check `If-None-Match`
+    /// apart from the write: two commits racing there may both write, and the one whose
+    /// link was overwritten drops its data. (A loser that already read back its own link
+    /// keeps data nothing points to; S3 and MinIO create atomically.)
+    async fn put_link(&self, dest: &Path, data: &Path, size: u64, mode: PutMode) -> Result<bool> {
+        let rel = data
+            .as_ref()
+            .strip_prefix(self.prefix.as_str())
+            .map(|r| r.trim_start_matches('/'))
+            .unwrap_or(data.as_ref())
+            .to_string();
+        let attributes = Attributes::from_iter([
+            (Attribute::Metadata(LINK_LOCATION.into()), rel),
+            (Attribute::Metadata(LINK_SIZE.into()), size.to_string()),
+        ]);
+        let options = |mode| PutOptions {
+            mode,
+            attributes: attributes.clone(),
+            ..Default::default()
+        };
+        let put = |mode| self.s3.put_opts(dest, PutPayload::default(), options(mode));
+        let create = mode == PutMode::Create;
+        match put(mode).await {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => return Ok(false),
+            // A server without conditional writes: the HEAD just before found no blob, so
+            // a plain write is right.
+            Err(object_store::Error::NotImplemented { .. }) if create => {
+                put(PutMode::Overwrite).await.map_err(io_err)?;
+            }
+            Err(e) => return Err(io_err(e)),
+        }
+        if !create {
+            return Ok(true);
+        }
+        let options = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let back = self.s3.get_opts(dest, options).await.map_err(io_err)?;
+        let now = located(&self.prefix, dest.clone(), 0, &back.attributes)?;
+        Ok(now.linked && &now.path == data)
+    }
+
+    /// Open `len` bytes of a blob from `offset`, resolving its location again once if a
+    /// remembered data object is gone.
+    async fn open(&self, digest: &Digest, offset: u64, len: u64) -> Result<ByteStream> {
+        let mut fresh = false;
+        loop {
+            let Some(at) = self.resolve(digest, fresh).await? else {
+                return Err(StorageError::BlobUnknown(digest.clone()));
+            };
+            if len == 0 {
+                // S3 has no empty ranges; an empty read only needs the blob to exist.
+                return Ok(Box::pin(futures::stream::empty()));
+            }
+            let options = GetOptions {
+                range: Some(GetRange::Bounded(offset..offset + len)),
+                ..Default::default()
+            };
+            match self.s3.get_opts(&at.path, options).await {
+                Ok(result) => {
+                    return Ok(Box::pin(result.into_stream().map_err(std::io::Error::from)));
+                }
+                Err(e) if is_not_found(&e) && !fresh => fresh = true,
+                Err(e) if is_not_found(&e) => {
+                    return Err(StorageError::BlobUnknown(digest.clone()));
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+    }
+}
+
+/// The digest a listed key under `blobs/` stands for: the last three path segments,
+/// reversed, are hex, its first two characters, and the algorithm.
+fn listed_digest(key: &Path) -> Option<Digest> {
+    let parts: Vec<String> = key.parts().map(|p| p.as_ref().to_string()).collect();
+    match parts.as_slice() {
+        [.., alg, xx, hex] if hex.starts_with(xx.as_str()) => format!("{alg}:{hex}").parse().ok(),
+        _ => None,
+    }
+}
+
+/// The location a blob key's HEAD describes: the key itself, or the data object its link
+/// metadata names (checked to be one this store writes, under the same prefix).
+fn located(prefix: &str, blob: Path, size: u64, attributes: &Attributes) -> Result<Located> {
+    let Some(location) = attributes.get(&Attribute::Metadata(LINK_LOCATION.into())) else {
+        return Ok(Located {
+            path: blob,
+            size,
+            linked: false,
+        });
+    };
+    let location = location.as_ref();
+    let id = location
+        .strip_prefix("data/")
+        .or_else(|| {
+            location
+                .strip_prefix("uploads/")
+                .and_then(|r| r.strip_suffix("/data"))
+        })
+        .filter(|id| S3BlobStore::check_id(id).is_ok())
+        .ok_or_else(|| other(format!("{blob}: link to an unexpected key {location:?}")))?;
+    let size = attributes
+        .get(&Attribute::Metadata(LINK_SIZE.into()))
+        .and_then(|v| v.as_ref().parse::<u64>().ok())
+        .ok_or_else(|| other(format!("{blob}: link without a valid size")))?;
+    let rel = if location.starts_with("data/") {
+        format!("data/{id}")
+    } else {
+        format!("uploads/{id}/data")
+    };
+    Ok(Located {
+        path: if prefix.is_empty() {
+            Path::from(rel)
+        } else {
+            Path::from(format!("{prefix}/{rel}"))
+        },
+        size,
+        linked: true,
+    })
 }
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
     fn list_blobs(&self) -> crate::BlobInfoStream {
         // Keys are `<prefix>/blobs/<algorithm>/<xx>/<hex>`; anything else under `blobs/`
-        // (not written by this store) is skipped. ListObjectsV2 pages as the stream goes.
+        // (not written by this store) is skipped. ListObjectsV2 pages as the stream goes;
+        // links (empty objects) are asked for their size, a few at a time.
         let prefix = self.key("blobs");
-        let stream = self.s3.list(Some(&prefix)).filter_map(move |item| {
-            let out = match item {
-                Err(e) => Some(Err(io_err(e))),
-                Ok(meta) => {
-                    // The last three path segments, reversed: hex, xx, algorithm.
-                    let parts: Vec<String> = meta
-                        .location
-                        .parts()
-                        .map(|p| p.as_ref().to_string())
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                        .take(3)
-                        .collect();
-                    match parts.as_slice() {
-                        [hex, xx, alg] if hex.starts_with(xx.as_str()) => {
-                            format!("{alg}:{hex}").parse::<Digest>().ok().map(|digest| {
-                                Ok(crate::BlobInfo {
-                                    digest,
-                                    size: meta.size,
-                                    modified: meta.last_modified.into(),
-                                })
-                            })
+        let s3 = self.s3.clone();
+        let store_prefix = self.prefix.clone();
+        let stream = self
+            .s3
+            .list(Some(&prefix))
+            .filter_map(|item| {
+                let out = match item {
+                    Err(e) => Some(Err(io_err(e))),
+                    Ok(meta) => listed_digest(&meta.location).map(|digest| Ok((digest, meta))),
+                };
+                futures::future::ready(out)
+            })
+            .map(move |item| {
+                let (s3, store_prefix) = (s3.clone(), store_prefix.clone());
+                async move {
+                    let (digest, meta) = item?;
+                    let mut size = meta.size;
+                    if size == 0 && digest != Digest::sha256_of(b"") {
+                        let options = GetOptions {
+                            head: true,
+                            ..Default::default()
+                        };
+                        match s3.get_opts(&meta.location, options).await {
+                            Ok(r) => {
+                                size =
+                                    located(&store_prefix, meta.location, 0, &r.attributes)?.size;
+                            }
+                            // Deleted since the page was listed.
+                            Err(e) if is_not_found(&e) => return Ok(None),
+                            Err(e) => return Err(io_err(e)),
                         }
-                        _ => None,
                     }
+                    Ok(Some(crate::BlobInfo {
+                        digest,
+                        size,
+                        modified: meta.last_modified.into(),
+                    }))
                 }
-            };
-            futures::future::ready(out)
-        });
+            })
+            .buffered(8)
+            .filter_map(|r: Result<Option<crate::BlobInfo>>| futures::future::ready(r.transpose()));
         Box::pin(stream)
     }
 
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
-        match self.s3.head(&self.blob_path(digest)).await {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(io_err(e)),
-        }
+        // Always asked of the bucket: existence answers decide whether clients upload.
+        Ok(self.resolve(digest, true).await?.map(|l| l.size))
     }
 
     async fn read(&self, digest: &Digest, offset: u64, len: u64) -> Result<ByteStream> {
-        if len == 0 {
-            // S3 has no empty ranges; an empty read only needs the blob to exist.
-            return match self.stat(digest).await? {
-                Some(_) => Ok(Box::pin(futures::stream::empty())),
-                None => Err(StorageError::BlobUnknown(digest.clone())),
-            };
-        }
-        let options = GetOptions {
-            range: Some(GetRange::Bounded(offset..offset + len)),
-            ..Default::default()
-        };
-        match self.s3.get_opts(&self.blob_path(digest), options).await {
-            Ok(result) => Ok(Box::pin(result.into_stream().map_err(std::io::Error::from))),
-            Err(e) if is_not_found(&e) => Err(StorageError::BlobUnknown(digest.clone())),
-            Err(e) => Err(io_err(e)),
-        }
+        self.open(digest, offset, len).await
     }
 
     async fn put_bytes(&self, digest: &Digest, data: Bytes) -> Result<()> {
@@ -926,27 +1099,43 @@ impl BlobStore for S3BlobStore {
             .put(&self.blob_path(digest), PutPayload::from(data))
             .await
             .map_err(io_err)?;
+        self.forget_location(digest);
         Ok(())
     }
 
     async fn get_bytes(&self, digest: &Digest) -> Result<Bytes> {
-        let result = match self.s3.get(&self.blob_path(digest)).await {
-            Ok(r) => r,
-            Err(e) if is_not_found(&e) => return Err(StorageError::BlobUnknown(digest.clone())),
-            Err(e) => return Err(io_err(e)),
-        };
-        result.bytes().await.map_err(io_err)
+        let mut fresh = false;
+        loop {
+            let Some(at) = self.resolve(digest, fresh).await? else {
+                return Err(StorageError::BlobUnknown(digest.clone()));
+            };
+            match self.s3.get(&at.path).await {
+                Ok(r) => return r.bytes().await.map_err(io_err),
+                Err(e) if is_not_found(&e) && !fresh => fresh = true,
+                Err(e) if is_not_found(&e) => {
+                    return Err(StorageError::BlobUnknown(digest.clone()));
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+        }
     }
 
     async fn delete(&self, digest: &Digest) -> Result<()> {
         // S3 deletes of missing keys succeed; the trait reports them.
-        if self.stat(digest).await?.is_none() {
+        let Some(at) = self.resolve(digest, true).await? else {
             return Err(StorageError::BlobUnknown(digest.clone()));
-        }
+        };
+        // The link first: a crash in between leaves unreferenced data, never a link to
+        // nothing.
         self.s3
             .delete(&self.blob_path(digest))
             .await
-            .map_err(io_err)
+            .map_err(io_err)?;
+        self.forget_location(digest);
+        if at.linked {
+            self.s3.delete(&at.path).await.map_err(io_err)?;
+        }
+        Ok(())
     }
 
     async fn create_upload(&self, id: &str) -> Result<()> {
@@ -957,7 +1146,11 @@ impl BlobStore for S3BlobStore {
                 format!("upload {id} exists"),
             )));
         }
-        self.save_state(id, &SessionState::default()).await?;
+        let state = SessionState {
+            data_key: true,
+            ..SessionState::default()
+        };
+        self.save_state(id, &state).await?;
         *self.local(id).lock().await = Local {
             hasher: Some(Algorithm::Sha256.hasher()),
             hashed: 0,
@@ -1018,7 +1211,7 @@ impl BlobStore for S3BlobStore {
             };
             let computed = Digest::of(digest.algorithm(), &bytes);
             if &computed != digest {
-                self.discard(id, &state).await?;
+                self.discard(id, &state, false).await?;
                 drop(local_guard);
                 self.forget_local(id);
                 return Err(mismatch(computed));
@@ -1027,20 +1220,21 @@ impl BlobStore for S3BlobStore {
                 .put(&dest, PutPayload::from(bytes))
                 .await
                 .map_err(io_err)?;
-            self.discard(id, &state).await?;
+            self.forget_location(digest);
+            self.discard(id, &state, false).await?;
             drop(local_guard);
             self.forget_local(id);
             return Ok(size);
         }
 
-        let staging = self.staging_path(id);
+        let staging = self.staging_path(id, &state);
         // A plain staging object (one streaming PUT) already holds every byte.
         if !state.completed && state.staged == 0 {
             if let Some(computed) = &running
                 && computed != digest
             {
                 // Known bad before completing: abort, nothing is assembled.
-                self.discard(id, &state).await?;
+                self.discard(id, &state, false).await?;
                 drop(local_guard);
                 self.forget_local(id);
                 return Err(mismatch(computed.clone()));
@@ -1091,24 +1285,32 @@ impl BlobStore for S3BlobStore {
             "digest computed"
         );
         if &computed != digest {
-            self.discard(id, &state).await?;
+            self.discard(id, &state, false).await?;
             drop(local_guard);
             self.forget_local(id);
             return Err(mismatch(computed));
         }
         let started = std::time::Instant::now();
-        match self.s3.head(&dest).await {
-            Ok(meta) if meta.size == size => {} // content-addressed: already in place
-            Ok(_) => self.copy_into_place(&staging, &dest, size).await?,
-            Err(e) if is_not_found(&e) => self.copy_into_place(&staging, &dest, size).await?,
-            Err(e) => return Err(io_err(e)),
-        }
+        let linked = match self.resolve(digest, true).await? {
+            // Content-addressed: the blob is already stored, this copy is not needed.
+            Some(existing) if existing.size == size => false,
+            Some(_) => {
+                tracing::warn!(%digest, "stored blob has the wrong size; replacing it");
+                self.put_link(&dest, &staging, size, PutMode::Overwrite)
+                    .await?
+            }
+            None => {
+                self.put_link(&dest, &staging, size, PutMode::Create)
+                    .await?
+            }
+        };
         tracing::debug!(
             upload = id,
+            linked,
             ms = started.elapsed().as_millis() as u64,
             "blob in place"
         );
-        self.discard(id, &state).await?;
+        self.discard(id, &state, linked).await?;
         drop(local_guard);
         self.forget_local(id);
         Ok(size)
@@ -1120,7 +1322,7 @@ impl BlobStore for S3BlobStore {
         let guard = local.lock().await;
         let state = self.load_state(id).await?;
         let result = match state {
-            Some(state) => self.discard(id, &state).await,
+            Some(state) => self.discard(id, &state, false).await,
             None => Err(StorageError::UploadUnknown(id.to_string())),
         };
         drop(guard);
@@ -1133,9 +1335,12 @@ impl BlobStore for S3BlobStore {
             return Ok(None);
         }
         let method = if head { Method::HEAD } else { Method::GET };
+        let Some(at) = self.resolve(digest, false).await? else {
+            return Err(StorageError::BlobUnknown(digest.clone()));
+        };
         let url = self
             .s3
-            .signed_url(method, &self.blob_path(digest), PRESIGN_TTL)
+            .signed_url(method, &at.path, PRESIGN_TTL)
             .await
             .map_err(io_err)?;
         Ok(Some(url.to_string()))

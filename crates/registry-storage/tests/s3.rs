@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use oci_core::{Algorithm, Digest};
 use registry_storage::s3::MIN_PART;
 use registry_storage::{
@@ -61,11 +61,19 @@ async fn read_all(store: &S3BlobStore, digest: &Digest, offset: u64, len: u64) -
     out
 }
 
-/// Nothing of a session is left: no state, no objects under `uploads/`, no multipart upload.
+/// Nothing of a session is left: no state, no objects under `uploads/`, no multipart upload,
+/// and every data object is one a link points to.
 fn assert_clean(s3: &S3Server, states: &MemoryUploadStateStore) {
     assert!(states.is_empty(), "session state left behind");
     assert_eq!(s3.objects("uploads"), Vec::<String>::new());
     assert_eq!(s3.pending_multipart_files(), Vec::<String>::new());
+    assert_eq!(
+        s3.objects("data").len(),
+        s3.links("").len(),
+        "data objects {:?} vs links {:?}",
+        s3.objects("data"),
+        s3.links("")
+    );
 }
 
 #[tokio::test]
@@ -302,6 +310,7 @@ async fn cancel_aborts_multipart_and_removes_tails() {
     // One part in a multipart upload, and a 2 MiB tail object.
     assert!(!s3.pending_multipart_files().is_empty());
     assert_eq!(s3.objects("uploads").len(), 1);
+    assert_eq!(s3.objects("data"), Vec::<String>::new());
     store.cancel_upload("gone").await.unwrap();
     assert_clean(&s3, &states);
     assert!(matches!(
@@ -347,13 +356,12 @@ async fn body_cut_short_keeps_the_prefix() {
 }
 
 #[tokio::test]
-async fn large_commits_copy_with_parallel_upload_part_copy() {
+async fn commits_link_the_data_object_under_a_prefix() {
     let Some(s3) = S3Server::start() else { return };
     let states = Arc::new(MemoryUploadStateStore::new());
     let mut cfg = config(&s3);
-    cfg.copy_part_threshold = 6 * MIB as u64;
-    cfg.copy_part_size = MIN_PART;
     cfg.prefix = "team/registry".into();
+    cfg.redirect = true;
     let store = S3BlobStore::new(cfg, states.clone() as Arc<dyn UploadStateStore>).unwrap();
     let blob = data(13 * MIB + 1, 7);
     let digest = Digest::sha256_of(&blob);
@@ -363,20 +371,198 @@ async fn large_commits_copy_with_parallel_upload_part_copy() {
         .await
         .unwrap();
     store.commit_upload("big", &digest).await.unwrap();
-    assert_eq!(
-        s3.objects("team/registry/blobs"),
-        vec![format!(
-            "team/registry/blobs/sha256/{}/{}",
-            &digest.hex()[..2],
-            digest.hex()
-        )]
+    let key = format!(
+        "team/registry/blobs/sha256/{}/{}",
+        &digest.hex()[..2],
+        digest.hex()
     );
+    assert_eq!(s3.objects("team/registry/blobs"), vec![key.clone()]);
+    assert_eq!(s3.links("team/registry/"), vec![key]);
+    assert_eq!(
+        s3.objects("team/registry/data"),
+        vec!["team/registry/data/big".to_string()]
+    );
+    assert_eq!(store.stat(&digest).await.unwrap(), Some(blob.len() as u64));
     assert_eq!(
         Digest::sha256_of(&read_all(&store, &digest, 0, blob.len() as u64).await),
         digest
     );
+    assert_eq!(read_all(&store, &digest, 5, 3).await, &blob[5..8]);
     assert_eq!(s3.objects("team/registry/uploads"), Vec::<String>::new());
     assert_eq!(s3.pending_multipart_files(), Vec::<String>::new());
+
+    // Presigned URLs name the data object.
+    let http = reqwest::Client::new();
+    let url = store.presigned_url(&digest, false).await.unwrap().unwrap();
+    assert!(url.contains("/team/registry/data/big?"), "{url}");
+    let resp = http
+        .get(&url)
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.bytes().await.unwrap(), &blob[100..200]);
+    let url = store.presigned_url(&digest, true).await.unwrap().unwrap();
+    let resp = http.head(&url).send().await.unwrap();
+    assert_eq!(
+        resp.headers()["content-length"].to_str().unwrap(),
+        blob.len().to_string()
+    );
+
+    // Listing reports the blob's size, not the link's.
+    let listed: Vec<_> = store.list_blobs().try_collect().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].digest, digest);
+    assert_eq!(listed[0].size, blob.len() as u64);
+
+    // Deleting removes the link and the data.
+    store.delete(&digest).await.unwrap();
+    assert_eq!(s3.objects("team/registry/blobs"), Vec::<String>::new());
+    assert_eq!(s3.objects("team/registry/data"), Vec::<String>::new());
+    assert_eq!(store.stat(&digest).await.unwrap(), None);
+    assert!(matches!(
+        store.read(&digest, 0, 1).await,
+        Err(StorageError::BlobUnknown(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_same_blob_committed_twice_keeps_one_data_object() {
+    let Some(s3) = S3Server::start() else { return };
+    let states = Arc::new(MemoryUploadStateStore::new());
+    let a = store(&s3, &states);
+    let b = store(&s3, &states);
+    let blob = data(6 * MIB, 12);
+    let digest = Digest::sha256_of(&blob);
+    let len = Some(blob.len() as u64);
+    for (store, id) in [(&a, "first"), (&b, "second")] {
+        store.create_upload(id).await.unwrap();
+        store
+            .append_upload_sized(id, Some(0), len, body(&blob, MIB))
+            .await
+            .unwrap();
+    }
+    // One after the other: the second finds the blob stored and drops its own data.
+    a.commit_upload("first", &digest).await.unwrap();
+    assert_eq!(b.commit_upload("second", &digest).await.unwrap(), 6 << 20);
+    assert_eq!(s3.objects("data"), vec!["data/first".to_string()]);
+    assert_clean(&s3, &states);
+
+    // At the same time, several rounds: whichever link wins points to data that is kept,
+    // and both replicas read the blob. (s3s-fs checks If-None-Match apart from the write,
+    // so a loser may keep unreferenced data there; never the other way round.)
+    for round in 0..5u64 {
+        let blob = data(5 * MIB + 1, 100 + round);
+        let digest = Digest::sha256_of(&blob);
+        let ids = [format!("a{round}"), format!("b{round}")];
+        for (store, id) in [(&a, &ids[0]), (&b, &ids[1])] {
+            store.create_upload(id).await.unwrap();
+            store
+                .append_upload_sized(id, Some(0), Some(blob.len() as u64), body(&blob, MIB))
+                .await
+                .unwrap();
+        }
+        let (x, y) = tokio::join!(
+            a.commit_upload(&ids[0], &digest),
+            b.commit_upload(&ids[1], &digest)
+        );
+        assert_eq!(x.unwrap(), blob.len() as u64);
+        assert_eq!(y.unwrap(), blob.len() as u64);
+        for store in [&a, &b] {
+            assert_eq!(
+                Digest::sha256_of(&read_all(store, &digest, 0, blob.len() as u64).await),
+                digest
+            );
+        }
+    }
+    assert!(states.is_empty());
+    assert!(s3.objects("data").len() >= s3.links("").len());
+}
+
+#[tokio::test]
+async fn a_remembered_location_that_is_gone_is_resolved_again() {
+    let Some(s3) = S3Server::start() else { return };
+    let states = Arc::new(MemoryUploadStateStore::new());
+    let reader = store(&s3, &states);
+    let writer = store(&s3, &states);
+    let blob = data(5 * MIB + 7, 13);
+    let digest = Digest::sha256_of(&blob);
+    let push = |id: &'static str| {
+        let (writer, blob, digest) = (&writer, &blob, &digest);
+        async move {
+            writer.create_upload(id).await.unwrap();
+            writer
+                .append_upload(id, None, body(blob, MIB))
+                .await
+                .unwrap();
+            writer.commit_upload(id, digest).await.unwrap();
+        }
+    };
+    push("one").await;
+    assert_eq!(read_all(&reader, &digest, 0, 4).await, &blob[..4]);
+    // Another replica deletes the blob and it is pushed again (into another data object):
+    // the reader's remembered location is stale.
+    writer.delete(&digest).await.unwrap();
+    push("two").await;
+    assert_eq!(s3.objects("data"), vec!["data/two".to_string()]);
+    assert_eq!(read_all(&reader, &digest, 1, 4).await, &blob[1..5]);
+    assert_eq!(
+        reader.get_bytes(&digest).await.unwrap().len(),
+        blob.len(),
+        "whole reads resolve again too"
+    );
+}
+
+#[tokio::test]
+async fn links_to_keys_this_store_does_not_write_are_refused() {
+    use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload};
+    let Some(s3) = S3Server::start() else { return };
+    let states = Arc::new(MemoryUploadStateStore::new());
+    let store = store(&s3, &states);
+    let secret = Bytes::from(data(1000, 14));
+    let sd = Digest::sha256_of(&secret);
+    store.put_bytes(&sd, secret.clone()).await.unwrap();
+    let raw = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(s3.bucket())
+        .with_endpoint(s3.endpoint())
+        .with_access_key_id(s3.access_key())
+        .with_secret_access_key(s3.secret_key())
+        .with_region("us-east-1")
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let blob_key = |d: &Digest| {
+        object_store::path::Path::from(format!("blobs/sha256/{}/{}", &d.hex()[..2], d.hex()))
+    };
+    for (n, location) in [
+        format!("blobs/sha256/{}/{}", &sd.hex()[..2], sd.hex()),
+        "data/../blobs/x".to_string(),
+        "data/".to_string(),
+        "uploads/x/tail-0".to_string(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let fake = Digest::sha256_of(format!("fake {n}").as_bytes());
+        let options = PutOptions {
+            attributes: Attributes::from_iter([
+                (
+                    Attribute::Metadata("hyper-location".into()),
+                    location.clone(),
+                ),
+                (Attribute::Metadata("hyper-size".into()), "1000".to_string()),
+            ]),
+            ..Default::default()
+        };
+        raw.put_opts(&blob_key(&fake), PutPayload::default(), options)
+            .await
+            .unwrap();
+        assert!(
+            store.read(&fake, 0, 10).await.is_err(),
+            "a link to {location:?} was followed"
+        );
+    }
 }
 
 #[tokio::test]
@@ -444,9 +630,13 @@ async fn first_body_of_known_length_is_one_object() {
         blob.len() as u64
     );
     // One plain staging object, no multipart upload.
-    assert_eq!(s3.objects("uploads"), vec!["uploads/one/data".to_string()]);
+    assert_eq!(s3.objects("data"), vec!["data/one".to_string()]);
+    assert_eq!(s3.objects("uploads"), Vec::<String>::new());
     assert_eq!(s3.pending_multipart_files(), Vec::<String>::new());
     assert_eq!(store.commit_upload("one", &digest).await.unwrap(), 7 << 20);
+    // Committing wrote a link to it: nothing was copied.
+    assert_eq!(s3.objects("data"), vec!["data/one".to_string()]);
+    assert_eq!(s3.links(""), s3.objects("blobs"));
     assert_eq!(
         Digest::sha256_of(&read_all(&store, &digest, 0, blob.len() as u64).await),
         digest

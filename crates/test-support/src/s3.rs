@@ -124,6 +124,32 @@ impl S3Server {
         out
     }
 
+    /// Link objects under `<prefix>blobs/`: the empty objects other than the empty blob,
+    /// each of which points to one object under `data/`.
+    pub fn links(&self, prefix: &str) -> Vec<String> {
+        const EMPTY_SHA256: &str =
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let bucket = self.dir.path().join(BUCKET);
+        self.objects(&format!("{prefix}blobs"))
+            .into_iter()
+            .filter(|k| {
+                !k.ends_with(EMPTY_SHA256)
+                    && std::fs::metadata(bucket.join(k)).is_ok_and(|m| m.len() == 0)
+            })
+            .collect()
+    }
+
+    /// What upload sessions left in the bucket: tail objects, multipart uploads in
+    /// progress, and data objects no link points to.
+    pub fn session_leftovers(&self) -> usize {
+        self.objects("uploads").len()
+            + self.pending_multipart_files().len()
+            + self
+                .objects("data")
+                .len()
+                .saturating_sub(self.links("").len())
+    }
+
     /// Multipart uploads in progress (s3s-fs keeps one marker file per upload id, and one
     /// file per uploaded part, in its root).
     pub fn pending_multipart_files(&self) -> Vec<String> {

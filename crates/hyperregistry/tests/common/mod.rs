@@ -64,11 +64,11 @@ impl Server {
         }
     }
 
-    /// Upload session data left: files under `uploads/`, or S3 staging objects and
-    /// multipart uploads in progress.
+    /// Upload session data left: files under `uploads/`, or what sessions left in the S3
+    /// bucket (tails, multipart uploads, data objects no link points to).
     pub fn stored_uploads(&self) -> usize {
         match &self.s3 {
-            Some(s3) => s3.objects("uploads").len() + s3.pending_multipart_files().len(),
+            Some(s3) => s3.session_leftovers(),
             None => count_files(&self.root().join("uploads")),
         }
     }
