@@ -7,7 +7,9 @@
 #      (cgroup cpu controller), so that the load generator -- one wrk per replica, on the
 #      same 2-core machine -- is not what the replicas compete with)
 #   2. 1 GiB push (POST, one PATCH, PUT ?digest=, as docker does)  target: s3/fs <= 2.0x
-#      to the S3 backend (s3s-fs on this machine) vs the filesystem backend
+#      to the S3 backend (s3s-fs on this machine) vs the filesystem backend; alongside,
+#      the same bytes straight into s3s-fs by curl (one PUT; a multipart upload), which
+#      shows what the S3 server alone takes and what the registry adds to it
 #
 # Services are started here from their Debian packages / cargo install: PostgreSQL 15,
 # redis-server, s3s-fs. Exit status: 0 when everything worked, even if a target was missed
@@ -210,6 +212,8 @@ time_push() {
     shift
     head -c 16 /dev/urandom | dd of="$TMP/big.bin" conv=notrunc status=none
     digest=$(sha256_of "$TMP/big.bin")
+    # Earlier rounds' dirty pages are written back first, so that no round pays for another.
+    sync
     t0=$(now)
     loc=$(start_upload "$base" bench/big)
     req PATCH "$loc" -T "$TMP/big.bin" -H 'Content-Type: application/octet-stream' "$@"
@@ -218,17 +222,78 @@ time_push() {
     req PUT "$(with_digest "$loc" "$digest")" -H 'Content-Length: 0'
     expect 201
     t1=$(now)
+    # Then its bytes leave the disk (behind the registry's back: every round pushes a fresh
+    # blob), so that the page cache and the disk do not fill up round after round.
+    local hex=${digest#sha256:}
+    rm -f "$TMP/data-push-fs/blobs/sha256/${hex:0:2}/$hex" \
+        "$TMP/s3/registry/blobs/sha256/${hex:0:2}/$hex"
+    rm -rf "$TMP/s3/registry/data"
     elapsed "$t0" "$t1"
 }
 
-FS_T=(); S3_T=(); FSC_T=(); S3C_T=()
+# time_floor N: the same bytes PUT straight into the S3 server by curl (SigV4, unsigned
+# payload, as hyperregistry sends them), no registry in between: the server's own speed.
+time_floor() {
+    local t0 t1 code
+    sync
+    t0=$(now)
+    code=$(curl -s -o /dev/null -w '%{http_code}' --aws-sigv4 "aws:amz:us-east-1:s3" \
+        --user "$S3_KEY:$S3_SECRET" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
+        -T "$TMP/big.bin" "http://127.0.0.1:$S3_PORT/registry/bench-floor/$1")
+    t1=$(now)
+    [[ $code == 200 ]] || die "PUT straight into s3s-fs answered $code"
+    rm -f "$TMP/s3/registry/bench-floor/$1"
+    elapsed "$t0" "$t1"
+}
+
+# time_floor_multipart N: the same bytes as a multipart upload straight into the S3 server
+# (16 MiB parts, 4 in flight: hyperregistry's defaults for a body of unknown length), then
+# CompleteMultipartUpload.
+S3_CURL=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_KEY:$S3_SECRET" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD')
+time_floor_multipart() {
+    local key=registry/bench-floor/mp$1 t0 t1 uid code n=0 etag
+    rm -rf "$TMP/parts" && mkdir "$TMP/parts"
+    split -b 16M -d -a 5 "$TMP/big.bin" "$TMP/parts/p"
+    sync
+    t0=$(now)
+    uid=$(curl -s -X POST "${S3_CURL[@]}" "http://127.0.0.1:$S3_PORT/$key?uploads=" |
+        sed -n 's:.*<UploadId>\(.*\)</UploadId>.*:\1:p')
+    [[ -n $uid ]] || die "CreateMultipartUpload straight into s3s-fs failed"
+    export S3_PORT S3_KEY S3_SECRET key uid TMP
+    find "$TMP/parts" -type f -name 'p*' ! -name '*.h' -printf '%f\n' | sort | awk '{ print $1, NR }' |
+        xargs -P4 -n2 sh -c 'curl -sf -o /dev/null -D "$TMP/parts/$0.h" -T "$TMP/parts/$0" \
+            --aws-sigv4 aws:amz:us-east-1:s3 --user "$S3_KEY:$S3_SECRET" \
+            -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
+            "http://127.0.0.1:$S3_PORT/$key?partNumber=$1&uploadId=$uid"' \
+        || die "UploadPart straight into s3s-fs failed"
+    {
+        echo "<CompleteMultipartUpload>"
+        for part in $(find "$TMP/parts" -type f -name 'p*' ! -name '*.h' -printf '%f\n' | sort); do
+            n=$((n + 1))
+            etag=$(grep -i '^etag:' "$TMP/parts/$part.h" | cut -d' ' -f2 | tr -d '\r')
+            echo "<Part><PartNumber>$n</PartNumber><ETag>$etag</ETag></Part>"
+        done
+        echo "</CompleteMultipartUpload>"
+    } > "$TMP/complete.xml"
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "${S3_CURL[@]}" \
+        -H 'Content-Type: application/xml' --data-binary "@$TMP/complete.xml" \
+        "http://127.0.0.1:$S3_PORT/$key?uploadId=$uid")
+    t1=$(now)
+    [[ $code == 200 ]] || die "CompleteMultipartUpload straight into s3s-fs answered $code"
+    rm -rf "$TMP/parts" "$TMP/s3/$key"
+    elapsed "$t0" "$t1"
+}
+
+FS_T=(); S3_T=(); FSC_T=(); S3C_T=(); FLOOR_T=(); FLOORC_T=()
 chunked=(-H 'Transfer-Encoding: chunked')
 for r in $(seq 1 "$ROUNDS"); do
     FS_T+=("$(time_push "$FS")")
     S3_T+=("$(time_push "$S3")")
     FSC_T+=("$(time_push "$FS" "${chunked[@]}")")
     S3C_T+=("$(time_push "$S3" "${chunked[@]}")")
-    log "round $r: with Content-Length: filesystem ${FS_T[-1]} s, s3 ${S3_T[-1]} s; chunked: filesystem ${FSC_T[-1]} s, s3 ${S3C_T[-1]} s"
+    FLOOR_T+=("$(time_floor "$r")")
+    FLOORC_T+=("$(time_floor_multipart "$r")")
+    log "round $r: with Content-Length: filesystem ${FS_T[-1]} s, s3 ${S3_T[-1]} s; chunked: filesystem ${FSC_T[-1]} s, s3 ${S3C_T[-1]} s; s3s-fs alone: PUT ${FLOOR_T[-1]} s, multipart ${FLOORC_T[-1]} s"
 done
 FS_MED=$(median "${FS_T[@]}")
 S3_MED=$(median "${S3_T[@]}")
@@ -236,6 +301,10 @@ S3_RATIO=$(ratio "$S3_MED" "$FS_MED")
 FSC_MED=$(median "${FSC_T[@]}")
 S3C_MED=$(median "${S3C_T[@]}")
 S3C_RATIO=$(ratio "$S3C_MED" "$FSC_MED")
+FLOOR_MED=$(median "${FLOOR_T[@]}")
+FLOOR_RATIO=$(ratio "$FLOOR_MED" "$FS_MED")
+FLOORC_MED=$(median "${FLOORC_T[@]}")
+FLOORC_RATIO=$(ratio "$FLOORC_MED" "$FSC_MED")
 
 # --- summary -----------------------------------------------------------------------------
 verdict() { if "$@"; then echo PASS; else echo FAIL; fi; }
@@ -247,4 +316,8 @@ printf '%-44s %14s %14s %8s  %s\n' "$((BLOB_BYTES >> 20)) MiB push s, S3 vs fs (
     "<= ${TARGET_S3_RATIO}x $(verdict le "$S3_RATIO" "$TARGET_S3_RATIO")"
 printf '%-44s %14s %14s %8s  %s\n' "$((BLOB_BYTES >> 20)) MiB push s, S3 vs fs (chunked)" "$S3C_MED" "$FSC_MED" "${S3C_RATIO}x" \
     "<= ${TARGET_S3_RATIO}x $(verdict le "$S3C_RATIO" "$TARGET_S3_RATIO")"
+printf '%-44s %14s %14s %8s  %s\n' "  s3s-fs alone: one PUT by curl, vs fs" "$FLOOR_MED" "$FS_MED" "${FLOOR_RATIO}x" \
+    "(the server's own time; registry adds $(ratio "$S3_MED" "$FLOOR_MED")x)"
+printf '%-44s %14s %14s %8s  %s\n' "  s3s-fs alone: multipart by curl, vs fs" "$FLOORC_MED" "$FSC_MED" "${FLOORC_RATIO}x" \
+    "(the server's own time; registry adds $(ratio "$S3C_MED" "$FLOORC_MED")x)"
 printf '(medians of %s rounds; S3 server: s3s-fs on this machine)\n' "$ROUNDS"
