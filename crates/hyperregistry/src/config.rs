@@ -227,6 +227,9 @@ pub struct GcConfig {
     pub interval: Option<String>,
     /// Whether the server's periodic GC also sweeps manifests no tag reaches.
     pub deleteuntagged: bool,
+    /// GC purges upload sessions started longer ago than this (`168h`, as Distribution's
+    /// upload purging); `off` keeps them.
+    pub uploadage: String,
 }
 
 impl Default for GcConfig {
@@ -235,6 +238,18 @@ impl Default for GcConfig {
             graceperiod: "1h".into(),
             interval: None,
             deleteuntagged: false,
+            uploadage: "168h".into(),
+        }
+    }
+}
+
+/// An age setting: `None` for `off` (or `0`, or empty).
+pub fn parse_age(what: &str, s: &str) -> anyhow::Result<Option<std::time::Duration>> {
+    match s.trim() {
+        "" | "0" | "off" => Ok(None),
+        s => {
+            let d = humantime::parse_duration(s).with_context(|| format!("{what} {s:?}"))?;
+            Ok((!d.is_zero()).then_some(d))
         }
     }
 }
@@ -248,14 +263,12 @@ impl GcConfig {
 
     /// The periodic GC interval, `None` when off.
     pub fn interval(&self) -> anyhow::Result<Option<std::time::Duration>> {
-        match self.interval.as_deref().map(str::trim) {
-            None | Some("" | "0" | "off") => Ok(None),
-            Some(s) => {
-                let d =
-                    humantime::parse_duration(s).with_context(|| format!("gc.interval {s:?}"))?;
-                Ok((!d.is_zero()).then_some(d))
-            }
-        }
+        parse_age("gc.interval", self.interval.as_deref().unwrap_or(""))
+    }
+
+    /// Age after which GC purges an upload session, `None` when off.
+    pub fn upload_age(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        parse_age("gc.uploadage", &self.uploadage)
     }
 }
 
@@ -416,5 +429,32 @@ mod tests {
         assert!(cfg.s3().is_err(), "S3 without a bucket");
         cfg.storage.driver = Some("azure".into());
         assert!(cfg.backend().is_err());
+    }
+
+    #[test]
+    fn gc_ages() {
+        let mut gc = GcConfig::default();
+        assert_eq!(
+            gc.upload_age().unwrap(),
+            Some(std::time::Duration::from_secs(168 * 3600))
+        );
+        assert_eq!(gc.interval().unwrap(), None);
+        for off in ["off", "0", " "] {
+            gc.uploadage = off.into();
+            assert_eq!(gc.upload_age().unwrap(), None, "{off:?}");
+        }
+        gc.uploadage = "90m".into();
+        assert_eq!(
+            gc.upload_age().unwrap(),
+            Some(std::time::Duration::from_secs(5400))
+        );
+        gc.uploadage = "a week".into();
+        let err = gc.upload_age().unwrap_err();
+        assert!(format!("{err:#}").contains("gc.uploadage"), "{err:#}");
+        gc.interval = Some("24h".into());
+        assert_eq!(
+            gc.interval().unwrap(),
+            Some(std::time::Duration::from_secs(86400))
+        );
     }
 }

@@ -58,6 +58,9 @@ struct GcArgs {
     /// Keep everything written or used more recently than this (default: gc.graceperiod).
     #[arg(long)]
     grace: Option<String>,
+    /// Purge upload sessions started longer ago than this, or `off` (default: gc.uploadage).
+    #[arg(long, value_name = "AGE")]
+    upload_age: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -147,7 +150,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         state = state.with_interceptor(proxy);
     }
     if let Some(every) = gc_interval {
-        spawn_periodic_gc(state.clone(), every, grace, cfg.gc.deleteuntagged);
+        spawn_periodic_gc(
+            state.clone(),
+            every,
+            grace,
+            cfg.gc.deleteuntagged,
+            cfg.gc.upload_age()?,
+        );
     }
     let metrics = Arc::new(
         registry_mgmt::metrics::Metrics::new(meta.clone()).context("creating the metrics")?,
@@ -229,8 +238,9 @@ fn spawn_periodic_gc(
     every: std::time::Duration,
     grace: std::time::Duration,
     delete_untagged: bool,
+    upload_age: Option<std::time::Duration>,
 ) {
-    tracing::info!(interval = ?every, ?grace, delete_untagged, "periodic garbage collection on");
+    tracing::info!(interval = ?every, ?grace, delete_untagged, ?upload_age, "periodic garbage collection on");
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -240,6 +250,7 @@ fn spawn_periodic_gc(
                 dry_run: false,
                 delete_untagged,
                 grace,
+                upload_age,
             };
             match registry_gc::run(
                 state.meta.clone(),
@@ -258,6 +269,7 @@ fn spawn_periodic_gc(
                         links_removed = report.links_removed,
                         blobs_deleted = report.blobs_deleted,
                         bytes_freed = report.bytes_freed,
+                        uploads_purged = report.uploads_purged,
                         seconds = report.duration.as_secs_f64(),
                         "garbage collection done"
                     );
@@ -276,6 +288,10 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     let grace = match &args.grace {
         Some(g) => humantime::parse_duration(g).with_context(|| format!("--grace {g:?}"))?,
         None => cfg.gc.grace()?,
+    };
+    let upload_age = match &args.upload_age {
+        Some(a) => config::parse_age("--upload-age", a)?,
+        None => cfg.gc.upload_age()?,
     };
     let root = &cfg.storage.filesystem.rootdirectory;
     anyhow::ensure!(
@@ -314,6 +330,7 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         delete_untagged: args.delete_untagged,
         grace,
+        upload_age,
     };
     let report = registry_gc::run(meta.clone(), blobs, coord, opts)
         .await
@@ -328,11 +345,13 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
             "freed"
         };
         println!(
-            "{verb} {} bytes: {} blobs, {} manifests, {} repository links ({:.3}s)",
+            "{verb} {} bytes: {} blobs, {} manifests, {} repository links, {} abandoned \
+             uploads ({:.3}s)",
             report.bytes_freed,
             report.blobs_deleted,
             report.manifests_deleted,
             report.links_removed,
+            report.uploads_purged,
             report.duration.as_secs_f64()
         );
     }

@@ -18,6 +18,7 @@ backend_tests!(
     dry_run_then_gc_frees_exactly_what_nothing_references,
     gc_running_while_pushes_go_on_loses_nothing_that_ends_up_referenced,
     blobs_reported_present_or_mounted_are_kept_for_the_grace,
+    abandoned_upload_sessions_are_purged,
 );
 
 /// Run `hyperregistry gc ARGS --json` and return the report.
@@ -521,4 +522,60 @@ async fn blobs_reported_present_or_mounted_are_kept_for_the_grace(backend: Backe
             .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{repo} {d}");
     }
+}
+
+/// Start an upload session in `repo` and send `data` in one PATCH; returns its Location.
+async fn abandon_upload(s: &Server, repo: &str, data: Vec<u8>) -> String {
+    let location = s.start_upload(repo).await;
+    let r = s
+        .client
+        .patch(s.url(&location))
+        .header("content-type", "application/octet-stream")
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{:?}", r.text().await);
+    header(&r, "location")
+}
+
+async fn abandoned_upload_sessions_are_purged(backend: Backend) {
+    let mut s = Server::start_on(backend).await;
+    // Abandoned: one of 7 MiB (on S3 a data object of its own) and one of 1000 bytes.
+    let big = abandon_upload(&s, "up/x", bytes(7 << 20, 31)).await;
+    let small = abandon_upload(&s, "up/y", bytes(1000, 32)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let recent = bytes(100, 33);
+    let fresh = abandon_upload(&s, "up/x", recent.clone()).await;
+    assert!(s.stored_uploads() > 0);
+
+    let r = gc_json(&s, &["--dry-run", "--upload-age", "1s"]);
+    assert_eq!(r["uploads_purged"], 2, "{r}");
+    // The default age (gc.uploadage, a week) keeps them.
+    assert!(s.terminate().success());
+    assert_eq!(gc_json(&s, &[])["uploads_purged"], 0);
+    let r = gc_json(&s, &["--upload-age", "1s"]);
+    assert_eq!(r["uploads_purged"], 2, "{r}");
+    assert_eq!(gc_json(&s, &["--upload-age", "1s"])["uploads_purged"], 0);
+
+    s.start_again().await;
+    for gone in [&big, &small] {
+        let r = s.client.get(s.url(gone)).send().await.unwrap();
+        assert_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    }
+    // The recent session goes on.
+    let r = s.client.get(s.url(&fresh)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), "0-99");
+    let digest = Digest::sha256_of(&recent);
+    let sep = if fresh.contains('?') { '&' } else { '?' };
+    let r = s
+        .client
+        .put(s.url(&format!("{fresh}{sep}digest={digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    // Nothing of the purged sessions is left in storage.
+    assert_eq!(s.stored_uploads(), 0);
 }

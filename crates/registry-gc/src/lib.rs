@@ -17,6 +17,11 @@
 //!    the coordinator lock `keys::blob(digest)` that the registry holds while it commits a
 //!    blob or stores a manifest, after checking again that nothing uses the digest.
 //!
+//! Before all that, upload sessions started longer ago than [`GcOptions::upload_age`] and
+//! idle (no request holds their lock) are purged: their stored bytes (a session file, or S3
+//! multipart upload, tails and data object) and their row, as Distribution's upload purging
+//! does. A client that comes back to one gets `BLOB_UPLOAD_UNKNOWN` and starts again.
+//!
 //! The whole run holds `keys::GC`, so one replica at a time collects.
 
 use std::collections::{HashMap, HashSet};
@@ -38,6 +43,8 @@ const GC_LOCK_TTL: Duration = Duration::from_secs(3600);
 const BLOB_LOCK_TTL: Duration = Duration::from_secs(60);
 /// How long GC waits for a digest's lock (a commit may be re-hashing a large blob).
 const BLOB_LOCK_WAIT: Duration = Duration::from_secs(600);
+/// Most upload sessions purged by one run (the oldest; the rest go in later runs).
+pub const MAX_UPLOADS_PURGED: usize = 10_000;
 
 /// Errors from a garbage collection run.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +75,8 @@ pub struct GcOptions {
     pub delete_untagged: bool,
     /// Nothing written or asserted more recently than this is deleted.
     pub grace: Duration,
+    /// Purge upload sessions started longer ago than this (`None`: keep every session).
+    pub upload_age: Option<Duration>,
 }
 
 impl Default for GcOptions {
@@ -76,6 +85,7 @@ impl Default for GcOptions {
             dry_run: false,
             delete_untagged: false,
             grace: Duration::from_secs(3600),
+            upload_age: None,
         }
     }
 }
@@ -93,6 +103,8 @@ pub struct GcReport {
     pub blobs_deleted: u64,
     /// Bytes of the content deleted.
     pub bytes_freed: u64,
+    /// Abandoned upload sessions purged (their bytes are not in `bytes_freed`).
+    pub uploads_purged: u64,
     /// Wall-clock time of the run.
     #[serde(serialize_with = "seconds")]
     pub duration: Duration,
@@ -250,6 +262,13 @@ pub async fn run(
         Err(CoordError::LockBusy(_)) => return Err(GcError::Busy),
         Err(e) => return Err(e.into()),
     };
+    let mut report = GcReport {
+        dry_run: opts.dry_run,
+        ..GcReport::default()
+    };
+    if let Some(age) = opts.upload_age {
+        report.uploads_purged = purge_uploads(&*meta, &*blobs, &*coord, age, opts.dry_run).await?;
+    }
     let snap = snapshot(meta.as_ref(), blobs.as_ref()).await?;
     let plan = plan(&snap, opts.delete_untagged, cutoff);
     tracing::debug!(
@@ -262,10 +281,6 @@ pub async fn run(
         sweep_content = plan.content.len(),
         "gc planned"
     );
-    let mut report = GcReport {
-        dry_run: opts.dry_run,
-        ..GcReport::default()
-    };
     if opts.dry_run {
         report.manifests_deleted = plan.manifests.len() as u64;
         report.links_removed = plan.links.len() as u64;
@@ -277,6 +292,51 @@ pub async fn run(
     sweep(&*meta, &*blobs, &*coord, &plan, cutoff, &mut report).await?;
     report.duration = started.elapsed();
     Ok(report)
+}
+
+/// Purge (or, in a dry run, count) upload sessions started more than `age` ago that no
+/// request is using; returns how many.
+async fn purge_uploads(
+    meta: &dyn MetaStore,
+    blobs: &dyn BlobStore,
+    coord: &dyn Coordinator,
+    age: Duration,
+    dry_run: bool,
+) -> Result<u64> {
+    let before = SystemTime::now()
+        .checked_sub(age)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let stale = meta
+        .uploads_created_before(before, MAX_UPLOADS_PURGED)
+        .await?;
+    if dry_run {
+        return Ok(stale.len() as u64);
+    }
+    let mut purged = 0;
+    for id in stale {
+        // A request appending to or committing the session holds this lock: not abandoned.
+        let _guard = match coord
+            .lock(
+                &keys::upload(&id),
+                registry_coord::locks::UPLOAD_TTL,
+                Duration::ZERO,
+            )
+            .await
+        {
+            Ok(guard) => guard,
+            Err(CoordError::LockBusy(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        // Bytes first: a crash in between leaves a row whose next purge finds no bytes.
+        match blobs.cancel_upload(&id).await {
+            Ok(()) | Err(StorageError::UploadUnknown(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        meta.delete_upload(&id).await?;
+        tracing::info!(upload = %id, "purged an abandoned upload session");
+        purged += 1;
+    }
+    Ok(purged)
 }
 
 async fn sweep(
@@ -465,6 +525,7 @@ mod tests {
             dry_run,
             delete_untagged: false,
             grace,
+            upload_age: None,
         };
         let go = |o: GcOptions| run(meta.clone(), blobs.clone(), coord.clone(), o);
 
@@ -567,5 +628,72 @@ mod tests {
         assert_eq!(p.links, vec![("a".to_string(), d(20))]);
         assert!(p.blob_rows.is_empty());
         assert_eq!(p.content, vec![(d(30), 30)]);
+    }
+
+    #[tokio::test]
+    async fn abandoned_uploads_are_purged_unless_in_use() {
+        use registry_meta::SqliteMeta;
+        use registry_storage::FsBlobStore;
+
+        let dir = tempfile::tempdir().unwrap();
+        let meta: Arc<dyn MetaStore> =
+            Arc::new(SqliteMeta::open(&dir.path().join("m.db")).await.unwrap());
+        let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(dir.path()).unwrap());
+        let coord: Arc<dyn Coordinator> = Arc::new(registry_coord::LocalCoordinator::new());
+        let start = |id: &'static str| {
+            let (meta, blobs) = (meta.clone(), blobs.clone());
+            async move {
+                meta.create_upload(id, "r").await.unwrap();
+                blobs.create_upload(id).await.unwrap();
+                let body: registry_storage::ByteStream = Box::pin(futures::stream::once(async {
+                    Ok(bytes::Bytes::from_static(b"some bytes"))
+                }));
+                blobs.append_upload(id, None, body).await.unwrap();
+            }
+        };
+        start("old").await;
+        start("busy").await;
+        // A row whose bytes are already gone (a purge cut short) is purged too.
+        meta.create_upload("rowonly", "r").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        start("fresh").await;
+        let opts = |dry_run| GcOptions {
+            dry_run,
+            upload_age: Some(Duration::from_secs(1)),
+            ..GcOptions::default()
+        };
+        let go = |o: GcOptions| run(meta.clone(), blobs.clone(), coord.clone(), o);
+
+        let dry = go(opts(true)).await.unwrap();
+        assert_eq!(dry.uploads_purged, 3);
+        assert_eq!(blobs.upload_size("old").await.unwrap(), Some(10));
+        let held = coord
+            .lock(
+                &keys::upload("busy"),
+                Duration::from_secs(60),
+                Duration::ZERO,
+            )
+            .await
+            .unwrap();
+        let r = go(opts(false)).await.unwrap();
+        assert_eq!(r.uploads_purged, 2, "old and rowonly; busy is in use");
+        assert_eq!(blobs.upload_size("old").await.unwrap(), None);
+        assert_eq!(meta.upload_repo("old").await.unwrap(), None);
+        assert_eq!(meta.upload_repo("rowonly").await.unwrap(), None);
+        assert_eq!(blobs.upload_size("busy").await.unwrap(), Some(10));
+        assert_eq!(blobs.upload_size("fresh").await.unwrap(), Some(10));
+        assert_eq!(
+            meta.upload_repo("fresh").await.unwrap().as_deref(),
+            Some("r")
+        );
+        drop(held);
+        let r = go(opts(false)).await.unwrap();
+        assert_eq!(r.uploads_purged, 1);
+        assert_eq!(blobs.upload_size("busy").await.unwrap(), None);
+        // Off: nothing is purged, however old.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let r = go(GcOptions::default()).await.unwrap();
+        assert_eq!(r.uploads_purged, 0);
+        assert_eq!(blobs.upload_size("fresh").await.unwrap(), Some(10));
     }
 }

@@ -269,6 +269,10 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn upload_repo(&self, id: &str) -> Result<Option<String>>;
     /// Forget an upload session.
     async fn delete_upload(&self, id: &str) -> Result<()>;
+    /// Upload sessions created before `before`, oldest first, at most `limit` (for purging
+    /// abandoned uploads).
+    async fn uploads_created_before(&self, before: SystemTime, limit: usize)
+    -> Result<Vec<String>>;
     /// Insert or replace (by id) an external registry.
     async fn put_external_registry(&self, rec: &ExternalRegistryRecord) -> Result<()>;
     /// Every external registry, by name.

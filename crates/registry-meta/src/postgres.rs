@@ -753,6 +753,21 @@ impl MetaStore for PgMeta {
         Ok(())
     }
 
+    async fn uploads_created_before(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM uploads WHERE created_at < $1 ORDER BY created_at, id LIMIT $2",
+        )
+        .bind(unix(before))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
     async fn upload_state(&self, id: &str) -> Result<Option<Vec<u8>>> {
         let row = sqlx::query("SELECT state FROM uploads WHERE id = $1")
             .bind(id)

@@ -441,6 +441,21 @@ impl MetaStore for SqliteMeta {
         Ok(())
     }
 
+    async fn uploads_created_before(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM uploads WHERE created_at < ? ORDER BY created_at, id LIMIT ?",
+        )
+        .bind(unix(before))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
     async fn put_external_registry(&self, rec: &ExternalRegistryRecord) -> Result<()> {
         let _w = self.write_lock.lock().await;
         sqlx::query(

@@ -342,6 +342,23 @@ async fn uploads_state_and_catalog(db: Db) {
         meta.create_upload("u1", "x/y").await.unwrap();
         assert!(meta.create_upload("u1", "x/y").await.is_err());
         meta.create_upload("u2", "x/y").await.unwrap();
+        // Purging candidates: created before a time (whole seconds are stored).
+        let later = SystemTime::now() + Duration::from_secs(2);
+        assert_eq!(
+            meta.uploads_created_before(later, 10).await.unwrap().len(),
+            2
+        );
+        assert_eq!(
+            meta.uploads_created_before(later, 1).await.unwrap().len(),
+            1
+        );
+        let earlier = SystemTime::now() - Duration::from_secs(2);
+        assert!(
+            meta.uploads_created_before(earlier, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(meta.upload_state("u1").await.unwrap(), None);
         meta.set_upload_state("u1", b"parts:1").await.unwrap();
         meta.set_upload_state("u1", &[0, 255, 7, 0]).await.unwrap();
