@@ -15,6 +15,11 @@ fn shared_env(redis: &RedisServer, s3: &S3Server) -> Vec<(String, String)> {
         test_support::postgres::database_url(),
     ));
     env.push(("REGISTRY_REDIS_URL".into(), redis.url()));
+    // Each replica has its own data directory: they share the secrets key by setting.
+    env.push((
+        "REGISTRY_EXTERNAL_SECRETKEY".into(),
+        "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=".into(),
+    ));
     env
 }
 

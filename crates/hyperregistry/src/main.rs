@@ -134,7 +134,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let state = match registry_auth::Auth::from_config(&cfg.auth, root)
         .context("setting up authentication")?
     {
-        Some(auth) => state.with_auth(Arc::new(auth)),
+        Some(auth) => {
+            // Replicas sharing the database accept each other's tokens.
+            auth.share_token_keys(Arc::new(MetaKeyDirectory(meta.clone())))
+                .await
+                .context("publishing the token signing key")?;
+            state.with_auth(Arc::new(auth))
+        }
         None => state,
     };
     let external = registry_external::External::start(
@@ -145,6 +151,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         &cfg.proxies,
     )
     .context("starting external registries, replication and pull-through caches")?;
+    external.agree_secret_key().await?;
     let mut state = state.with_push_hook(external.push_hook());
     if let Some(proxy) = external.interceptor() {
         state = state.with_interceptor(proxy);
@@ -396,6 +403,24 @@ async fn redis_coordinator(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Coordi
         ),
     }
     Ok(Some(Arc::new(coord)))
+}
+
+/// Token verification keys published in the metadata database (`token_keys`), which every
+/// replica reads.
+struct MetaKeyDirectory(Arc<dyn MetaStore>);
+
+#[async_trait::async_trait]
+impl registry_auth::token::KeyDirectory for MetaKeyDirectory {
+    async fn publish(&self, kid: &str, algorithm: &str, public_key: &[u8]) -> Result<(), String> {
+        self.0
+            .put_token_key(kid, algorithm, public_key)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn lookup(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>, String> {
+        self.0.token_key(kid).await.map_err(|e| e.to_string())
+    }
 }
 
 /// The S3 backend's upload-session state, kept in the metadata database (the `uploads`

@@ -95,6 +95,7 @@ async fn compose_settings_run_two_replicas_on_postgres_redis_and_s3() {
         "REGISTRY_STORAGE",
         "REGISTRY_STORAGE_S3_BUCKET",
         "REGISTRY_STORAGE_S3_ENDPOINT",
+        "REGISTRY_EXTERNAL_SECRETKEY",
     ] {
         assert!(compose.contains_key(key), "compose.yaml sets {key}");
     }

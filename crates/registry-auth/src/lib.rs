@@ -190,6 +190,18 @@ fn token_error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 impl Auth {
+    /// Publish the token signing key's public half in `directory` and accept tokens signed
+    /// by any key published there (other replicas'); nothing to do without a token service.
+    pub async fn share_token_keys(
+        &self,
+        directory: Arc<dyn token::KeyDirectory>,
+    ) -> Result<(), AuthError> {
+        match &self.tokens {
+            Some(keys) => keys.share(directory).await,
+            None => Ok(()),
+        }
+    }
+
     /// Build from the `auth` block; `Ok(None)` when authentication is off (no `htpasswd`
     /// and no `token`). `data_dir` keeps a generated token signing key.
     pub fn from_config(cfg: &AuthConfig, data_dir: &Path) -> Result<Option<Auth>, AuthError> {
@@ -305,7 +317,7 @@ impl Auth {
             let Some(keys) = &self.tokens else {
                 return Err(Failure::InvalidToken);
             };
-            let claims = keys.verify(token).map_err(|why| {
+            let claims = keys.verify(token).await.map_err(|why| {
                 tracing::debug!(%why, "bearer token rejected");
                 Failure::InvalidToken
             })?;
@@ -704,7 +716,7 @@ impl Auth {
                         "refresh_token is required",
                     );
                 };
-                match keys.verify_refresh(token) {
+                match keys.verify_refresh(token).await {
                     Ok(sub) if self.users.contains(&sub) => self.rules.identity_of(&sub),
                     Ok(_) | Err(_) => {
                         return token_error(

@@ -1,8 +1,10 @@
 //! The Docker token flow's JWTs: scopes, claims, signing keys, issuing and verifying.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{
@@ -113,16 +115,44 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Signs and verifies the registry's tokens with one key pair.
+/// Where replicas publish the public halves of their signing keys (in the binary: the
+/// metadata database they share), so that a token signed by one replica verifies on every
+/// other, whether each generated its own key or all were given one.
+#[async_trait::async_trait]
+pub trait KeyDirectory: Send + Sync + 'static {
+    /// Record a public key under its key id (a second publication changes nothing).
+    async fn publish(&self, kid: &str, algorithm: &str, public_key: &[u8]) -> Result<(), String>;
+    /// The algorithm and public key recorded under `kid`.
+    async fn lookup(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>, String>;
+}
+
+/// How long an unknown key id is remembered as unknown (a burst of forged tokens then costs
+/// one directory lookup, and a replica that just started is found soon after).
+const UNKNOWN_KID_TTL: Duration = Duration::from_secs(10);
+/// Most other replicas' key ids remembered.
+const PEER_KEYS: usize = 1024;
+
+/// Another replica's verification key, or the memory that a key id is unknown.
+#[derive(Clone)]
+enum PeerKey {
+    Known(Algorithm, DecodingKey),
+    Unknown(Instant),
+}
+
+/// Signs and verifies the registry's tokens with one key pair; verifies other replicas'
+/// tokens with the public keys they published.
 pub struct TokenKeys {
     alg: Algorithm,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    public: Vec<u8>,
     kid: String,
     issuer: String,
     service: String,
     expiration: u64,
     refresh_expiration: u64,
+    directory: parking_lot::RwLock<Option<Arc<dyn KeyDirectory>>>,
+    peers: parking_lot::Mutex<HashMap<String, PeerKey>>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -133,6 +163,14 @@ impl std::fmt::Debug for TokenKeys {
             .field("issuer", &self.issuer)
             .field("service", &self.service)
             .finish_non_exhaustive()
+    }
+}
+
+/// The JOSE name of a signing algorithm this service uses.
+fn alg_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::ES256 => "ES256",
+        _ => "RS256",
     }
 }
 
@@ -245,11 +283,69 @@ impl TokenKeys {
             encoding,
             decoding,
             kid: key_id(&public),
+            public,
             issuer: cfg.issuer.clone(),
             service: cfg.service.clone(),
             expiration: cfg.expiration.max(1),
             refresh_expiration: cfg.refreshexpiration.max(1),
+            directory: parking_lot::RwLock::new(None),
+            peers: parking_lot::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// This key's id (the `kid` header of every token it signs).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Publish this key's public half in `directory` and verify tokens whose key id is not
+    /// this key's with the keys found there.
+    pub async fn share(&self, directory: Arc<dyn KeyDirectory>) -> Result<(), AuthError> {
+        directory
+            .publish(&self.kid, alg_name(self.alg), &self.public)
+            .await
+            .map_err(|e| AuthError::Key(format!("publishing the token verification key: {e}")))?;
+        *self.directory.write() = Some(directory);
+        Ok(())
+    }
+
+    /// The algorithm and key that verify `token`: this key, or the published key its `kid`
+    /// names.
+    async fn key_for(&self, token: &str) -> Result<(Algorithm, DecodingKey), String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+        let kid = match header.kid {
+            Some(kid) if kid != self.kid => kid,
+            _ => return Ok((self.alg, self.decoding.clone())),
+        };
+        match self.peers.lock().get(&kid) {
+            Some(PeerKey::Known(alg, key)) => return Ok((*alg, key.clone())),
+            Some(PeerKey::Unknown(at)) if at.elapsed() < UNKNOWN_KID_TTL => {
+                return Err(format!("unknown key id {kid}"));
+            }
+            _ => {}
+        }
+        let Some(directory) = self.directory.read().clone() else {
+            return Err(format!("unknown key id {kid}"));
+        };
+        let found = directory.lookup(&kid).await?;
+        let peer = match found {
+            // The id is the hash of the key: a record under another key's id is refused.
+            Some((alg, public)) if key_id(&public) == kid => match alg.as_str() {
+                "ES256" => PeerKey::Known(Algorithm::ES256, DecodingKey::from_ec_der(&public)),
+                "RS256" => PeerKey::Known(Algorithm::RS256, DecodingKey::from_rsa_der(&public)),
+                _ => PeerKey::Unknown(Instant::now()),
+            },
+            _ => PeerKey::Unknown(Instant::now()),
+        };
+        let mut peers = self.peers.lock();
+        if peers.len() >= PEER_KEYS {
+            peers.clear();
+        }
+        peers.insert(kid.clone(), peer.clone());
+        match peer {
+            PeerKey::Known(alg, key) => Ok((alg, key)),
+            PeerKey::Unknown(_) => Err(format!("unknown key id {kid}")),
+        }
     }
 
     /// The service name (JWT audience).
@@ -302,8 +398,8 @@ impl TokenKeys {
         self.sign(&claims)
     }
 
-    fn validation(&self, audience: &str) -> Validation {
-        let mut v = Validation::new(self.alg);
+    fn validation(&self, alg: Algorithm, audience: &str) -> Validation {
+        let mut v = Validation::new(alg);
         v.leeway = LEEWAY_SECS;
         v.validate_exp = true;
         v.validate_nbf = true;
@@ -314,16 +410,18 @@ impl TokenKeys {
     }
 
     /// Verify an access token: signature, algorithm, issuer, audience, expiry, not-before.
-    pub fn verify(&self, token: &str) -> Result<Claims, String> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation(&self.service))
+    pub async fn verify(&self, token: &str) -> Result<Claims, String> {
+        let (alg, key) = self.key_for(token).await?;
+        jsonwebtoken::decode::<Claims>(token, &key, &self.validation(alg, &self.service))
             .map(|d| d.claims)
             .map_err(|e| e.to_string())
     }
 
     /// Verify a refresh token; returns its subject.
-    pub fn verify_refresh(&self, token: &str) -> Result<String, String> {
+    pub async fn verify_refresh(&self, token: &str) -> Result<String, String> {
+        let (alg, key) = self.key_for(token).await?;
         let aud = format!("{}{REFRESH_AUDIENCE_SUFFIX}", self.service);
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation(&aud))
+        jsonwebtoken::decode::<Claims>(token, &key, &self.validation(alg, &aud))
             .map(|d| d.claims.sub)
             .map_err(|e| e.to_string())
     }
@@ -374,8 +472,8 @@ mod tests {
         assert!(AccessEntry::parse_scope("repository::pull").is_none());
     }
 
-    #[test]
-    fn keys_generate_persist_sign_and_verify() {
+    #[tokio::test]
+    async fn keys_generate_persist_sign_and_verify() {
         use std::os::unix::fs::PermissionsExt;
         for alg in ["ES256", "RS256"] {
             let dir = tempfile::tempdir().unwrap();
@@ -387,20 +485,87 @@ mod tests {
             assert_eq!(mode, 0o600, "{alg}");
             let entry = AccessEntry::parse_scope("repository:a/b:pull").unwrap();
             let (t, _) = k.issue("alice", vec![entry.clone()]).unwrap();
-            let c = k.verify(&t).unwrap();
+            let c = k.verify(&t).await.unwrap();
             assert_eq!(c.sub, "alice");
             assert_eq!(c.access, vec![entry]);
             // The same key after a restart verifies the old token.
             let again = keys(dir.path(), alg);
-            assert!(again.verify(&t).is_ok(), "{alg}");
+            assert!(again.verify(&t).await.is_ok(), "{alg}");
             // A refresh token is no access token, and the reverse.
             let r = k.issue_refresh("alice").unwrap();
-            assert!(k.verify(&r).is_err());
-            assert_eq!(k.verify_refresh(&r).unwrap(), "alice");
-            assert!(k.verify_refresh(&t).is_err());
+            assert!(k.verify(&r).await.is_err());
+            assert_eq!(k.verify_refresh(&r).await.unwrap(), "alice");
+            assert!(k.verify_refresh(&t).await.is_err());
             // Another key's tokens are rejected.
             let other = tempfile::tempdir().unwrap();
-            assert!(keys(other.path(), alg).verify(&t).is_err());
+            assert!(keys(other.path(), alg).verify(&t).await.is_err());
         }
+    }
+
+    /// A directory in memory, as the metadata database keeps it.
+    #[derive(Default)]
+    struct Directory(
+        parking_lot::Mutex<HashMap<String, (String, Vec<u8>)>>,
+        std::sync::atomic::AtomicUsize,
+    );
+
+    #[async_trait::async_trait]
+    impl KeyDirectory for Directory {
+        async fn publish(&self, kid: &str, alg: &str, public: &[u8]) -> Result<(), String> {
+            self.0
+                .lock()
+                .entry(kid.to_string())
+                .or_insert((alg.to_string(), public.to_vec()));
+            Ok(())
+        }
+        async fn lookup(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>, String> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(self.0.lock().get(kid).cloned())
+        }
+    }
+
+    #[tokio::test]
+    async fn replicas_verify_each_others_tokens_through_the_directory() {
+        let directory = Arc::new(Directory::default());
+        let (da, db, dc) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        // Each replica generated its own key (and of two kinds).
+        let a = keys(da.path(), "ES256");
+        let b = keys(db.path(), "RS256");
+        let outsider = keys(dc.path(), "ES256");
+        let (ta, _) = a.issue("alice", vec![]).unwrap();
+        let tb = b.issue_refresh("bob").unwrap();
+        let (tx, _) = outsider.issue("mallory", vec![]).unwrap();
+        // Unshared, a replica knows only its own key.
+        assert!(b.verify(&ta).await.is_err());
+        a.share(directory.clone()).await.unwrap();
+        b.share(directory.clone()).await.unwrap();
+        assert_eq!(b.verify(&ta).await.unwrap().sub, "alice");
+        assert_eq!(a.verify_refresh(&tb).await.unwrap(), "bob");
+        assert!(
+            a.verify(&tb).await.is_err(),
+            "a refresh token is no access token"
+        );
+        // A key nobody published is refused, and asked for once in a while only.
+        let asked = directory.1.load(std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..5 {
+            assert!(a.verify(&tx).await.is_err());
+        }
+        assert_eq!(
+            directory.1.load(std::sync::atomic::Ordering::Relaxed),
+            asked + 1
+        );
+        // A record whose key does not hash to its id is refused.
+        let forged_kid = outsider.kid().to_string();
+        directory
+            .0
+            .lock()
+            .insert(forged_kid, ("RS256".into(), b.public.clone()));
+        let c = keys(tempfile::tempdir().unwrap().path(), "ES256");
+        c.share(directory.clone()).await.unwrap();
+        assert!(c.verify(&tx).await.is_err());
     }
 }

@@ -61,7 +61,34 @@ pub struct Inner {
     events: mpsc::UnboundedSender<PushEvent>,
 }
 
+/// The name under which the secrets key's fingerprint is agreed in the metadata database.
+pub const SECRET_KEY_NAME: &str = "external.secretkey";
+
 impl External {
+    /// Check that this process seals external registries' secrets with the key every other
+    /// replica on the same metadata database uses (the first to start recorded its
+    /// fingerprint). A replica with another key could not open what the others sealed, nor
+    /// they what it seals: it must not start.
+    pub async fn agree_secret_key(&self) -> Result<()> {
+        let ours = self.inner.registries.key_fingerprint();
+        let agreed = self
+            .inner
+            .st
+            .meta
+            .agree_key_fingerprint(SECRET_KEY_NAME, ours)
+            .await?;
+        if agreed != ours {
+            return Err(ExternalError::Crypto(
+                "the metadata database holds external registry secrets sealed with another \
+                 key than this replica's: give every replica the same external.secretkey \
+                 (REGISTRY_EXTERNAL_SECRETKEY, base64 of 32 bytes; a replica without one \
+                 uses <data dir>/external.key)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Start the service: load the secrets key (`data_dir/external.key` when not configured),
     /// check configured rules and proxies, and spawn the replication worker.
     pub fn start(

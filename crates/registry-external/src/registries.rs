@@ -137,6 +137,11 @@ pub struct Registries {
 }
 
 impl Registries {
+    /// The secrets key's fingerprint (see [`SecretBox::fingerprint`]).
+    pub fn key_fingerprint(&self) -> &str {
+        self.secrets.fingerprint()
+    }
+
     /// Over a metadata store, with the secrets key.
     pub fn new(meta: Arc<dyn MetaStore>, secrets: SecretBox) -> Registries {
         Registries {

@@ -19,6 +19,7 @@ pub const KEY_FILE: &str = "external.key";
 /// Seals and opens secrets with one key.
 pub struct SecretBox {
     key: LessSafeKey,
+    fingerprint: String,
     rng: SystemRandom,
 }
 
@@ -42,10 +43,25 @@ impl SecretBox {
     pub fn new(key: &[u8; 32]) -> Result<SecretBox> {
         let unbound = UnboundKey::new(&AES_256_GCM, key)
             .map_err(|_| ExternalError::Crypto("invalid AES-256 key".into()))?;
+        // A one-way tag of the key (domain-separated SHA-256), to compare keys across
+        // replicas without revealing them.
+        let mut tagged = b"hyperregistry external.secretkey fingerprint\0".to_vec();
+        tagged.extend_from_slice(key);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &tagged);
+        let fingerprint = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(SecretBox {
             key: LessSafeKey::new(unbound),
+            fingerprint,
             rng: SystemRandom::new(),
         })
+    }
+
+    /// A one-way fingerprint of the key: equal fingerprints, equal keys.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The configured key (base64), else the key file in `data_dir`, created when absent.

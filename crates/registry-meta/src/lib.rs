@@ -273,6 +273,13 @@ pub trait MetaStore: Send + Sync + 'static {
     /// abandoned uploads).
     async fn uploads_created_before(&self, before: SystemTime, limit: usize)
     -> Result<Vec<String>>;
+    /// Record a token signing key's public half under its key id (kept when present).
+    async fn put_token_key(&self, kid: &str, algorithm: &str, public_key: &[u8]) -> Result<()>;
+    /// The algorithm and public key recorded under `kid`.
+    async fn token_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>>;
+    /// Record `fingerprint` for the key `name` unless one is recorded; returns the recorded
+    /// one (the first writer's).
+    async fn agree_key_fingerprint(&self, name: &str, fingerprint: &str) -> Result<String>;
     /// Insert or replace (by id) an external registry.
     async fn put_external_registry(&self, rec: &ExternalRegistryRecord) -> Result<()>;
     /// Every external registry, by name.

@@ -788,6 +788,45 @@ impl MetaStore for PgMeta {
         Ok(())
     }
 
+    async fn put_token_key(&self, kid: &str, algorithm: &str, public_key: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO token_keys (kid, algorithm, public_key, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT(kid) DO NOTHING",
+        )
+        .bind(kid)
+        .bind(algorithm)
+        .bind(public_key)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn token_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let row = sqlx::query("SELECT algorithm, public_key FROM token_keys WHERE kid = $1")
+            .bind(kid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    async fn agree_key_fingerprint(&self, name: &str, fingerprint: &str) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO key_fingerprints (name, fingerprint, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT(name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(fingerprint)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT fingerprint FROM key_fingerprints WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
     async fn put_external_registry(&self, rec: &ExternalRegistryRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO external_registries

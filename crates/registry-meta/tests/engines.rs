@@ -71,6 +71,7 @@ on_every_engine!(
     gc_deletes_only_what_is_still_unreferenced_and_old,
     summaries_tag_listing_and_repository_delete,
     external_registries_rules_and_proxy_tags,
+    shared_keys,
 );
 
 fn rec(data: &[u8], subject: Option<Digest>) -> ManifestRecord {
@@ -1230,5 +1231,36 @@ async fn postgres_repository_delete_racing_pushes_stays_consistent() {
     meta.put_manifest("del/race", &image(b"after", &[&layer]), &tags(&["latest"]))
         .await
         .unwrap();
+    meta.close().await;
+}
+
+async fn shared_keys(db: Db) {
+    let meta = db.open().await;
+    assert_eq!(meta.token_key("k1").await.unwrap(), None);
+    meta.put_token_key("k1", "ES256", &[4, 1, 2]).await.unwrap();
+    // Recorded once: a second publication of the same kid changes nothing.
+    meta.put_token_key("k1", "RS256", &[9]).await.unwrap();
+    meta.put_token_key("k2", "RS256", &[0, 255]).await.unwrap();
+    assert_eq!(
+        meta.token_key("k1").await.unwrap(),
+        Some(("ES256".to_string(), vec![4, 1, 2]))
+    );
+    assert_eq!(
+        meta.token_key("k2").await.unwrap(),
+        Some(("RS256".to_string(), vec![0, 255]))
+    );
+    // The first fingerprint recorded for a name is everyone's answer.
+    assert_eq!(
+        meta.agree_key_fingerprint("ext", "aaa").await.unwrap(),
+        "aaa"
+    );
+    assert_eq!(
+        meta.agree_key_fingerprint("ext", "bbb").await.unwrap(),
+        "aaa"
+    );
+    assert_eq!(
+        meta.agree_key_fingerprint("other", "bbb").await.unwrap(),
+        "bbb"
+    );
     meta.close().await;
 }
