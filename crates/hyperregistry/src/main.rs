@@ -127,18 +127,23 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.policy(),
     )
     .with_gc_grace(grace);
-    let state = match redis_coordinator(&cfg).await? {
-        Some(coord) => state.with_coordinator(coord),
+    let shared = redis_coordinator(&cfg).await?;
+    let state = match &shared {
+        Some(coord) => state.with_coordinator(coord.clone()),
         None => state,
     };
     let state = match registry_auth::Auth::from_config(&cfg.auth, root)
         .context("setting up authentication")?
     {
         Some(auth) => {
-            // Replicas sharing the database accept each other's tokens.
+            // Replicas sharing the database accept each other's tokens, and replicas
+            // sharing Redis count failed logins together.
             auth.share_token_keys(Arc::new(MetaKeyDirectory(meta.clone())))
                 .await
                 .context("publishing the token signing key")?;
+            if let Some(coord) = &shared {
+                auth.share_throttle(Arc::new(CoordCounters(coord.clone())));
+            }
             state.with_auth(Arc::new(auth))
         }
         None => state,
@@ -403,6 +408,31 @@ async fn redis_coordinator(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Coordi
         ),
     }
     Ok(Some(Arc::new(coord)))
+}
+
+/// Failed-login counters in the coordinator's (Redis) cache.
+struct CoordCounters(Arc<dyn Coordinator>);
+
+#[async_trait::async_trait]
+impl registry_auth::throttle::SharedCounters for CoordCounters {
+    async fn incr(&self, key: &str, ttl: std::time::Duration) -> Result<u64, String> {
+        self.0.incr(key, ttl).await.map_err(|e| e.to_string())
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: std::time::Duration) -> Result<(), String> {
+        self.0
+            .cache_set(key, value, ttl)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, String> {
+        self.0.cache_get_many(keys).await.map_err(|e| e.to_string())
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<(), String> {
+        self.0.cache_delete(keys).await.map_err(|e| e.to_string())
+    }
 }
 
 /// Token verification keys published in the metadata database (`token_keys`), which every

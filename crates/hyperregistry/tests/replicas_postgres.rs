@@ -112,6 +112,26 @@ fn qs(pairs: &[(&str, &str)]) -> String {
         .finish()
 }
 
+/// Write an htpasswd file (alice:s3cret) and a configuration with auth on for it (`extra`
+/// is more of the `auth:` block); returns the configuration's path.
+fn auth_config(dir: &std::path::Path, extra: &str) -> String {
+    let htpasswd = dir.join("htpasswd");
+    let hash = bcrypt::hash_with_result("s3cret", 4)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoY);
+    std::fs::write(&htpasswd, format!("alice:{hash}\n")).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "auth:\n  htpasswd:\n    realm: r\n    path: {}\n{extra}  access:\n    - repositories: [\"**\"]\n      users: [alice]\n      actions: [\"*\"]\n",
+            htpasswd.display()
+        ),
+    )
+    .unwrap();
+    config.display().to_string()
+}
+
 /// A hyperregistry process started directly (auth on: `/v2/` answers 401, not 200).
 struct Proc {
     child: std::process::Child,
@@ -193,21 +213,7 @@ async fn replicas_with_their_own_data_directories_share_tokens_and_one_secrets_k
     }
     let url = test_support::postgres::database_url();
     let conf = tempfile::tempdir().unwrap();
-    let htpasswd = conf.path().join("htpasswd");
-    let hash = bcrypt::hash_with_result("s3cret", 4)
-        .unwrap()
-        .format_for_version(bcrypt::Version::TwoY);
-    std::fs::write(&htpasswd, format!("alice:{hash}\n")).unwrap();
-    let config = conf.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "auth:\n  htpasswd:\n    realm: r\n    path: {}\n  token:\n    service: reg\n    issuer: reg\n  access:\n    - repositories: [\"**\"]\n      users: [alice]\n      actions: [\"*\"]\n",
-            htpasswd.display()
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
+    let config = auth_config(conf.path(), "  token:\n    service: reg\n    issuer: reg\n");
     // Blobs in a shared bucket: nothing a replica needs is in its data directory.
     let Some(s3) = test_support::s3::S3Server::start() else {
         return;
@@ -317,4 +323,55 @@ async fn replicas_with_their_own_data_directories_share_tokens_and_one_secrets_k
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Replicas sharing Redis count failed logins together: a guesser spreading attempts over
+/// them is locked out after the same number as on one, on every replica.
+#[tokio::test]
+async fn replicas_sharing_redis_lock_out_a_guesser_together() {
+    if !test_support::postgres::available() {
+        return;
+    }
+    let Some(redis) = test_support::redis::RedisServer::start() else {
+        return;
+    };
+    let url = test_support::postgres::database_url();
+    let conf = tempfile::tempdir().unwrap();
+    let config = auth_config(
+        conf.path(),
+        "  throttle:\n    maxfailures: 3\n    window: 60\n    backoff: 60\n",
+    );
+    let redis_url = redis.url();
+    let env = [
+        ("REGISTRY_DATABASE_URL", url.as_str()),
+        ("REGISTRY_REDIS_URL", redis_url.as_str()),
+        ("REGISTRY_CONFIG", config.as_str()),
+        (
+            "REGISTRY_EXTERNAL_SECRETKEY",
+            "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=",
+        ),
+    ];
+    let (mut a, mut b) = (Proc::spawn(&env), Proc::spawn(&env));
+    a.wait_up().await;
+    b.wait_up().await;
+    let client = reqwest::Client::new();
+    let login = |p: &Proc, password: &str| {
+        client
+            .get(p.url("/v2/"))
+            .basic_auth("alice", Some(password.to_string()))
+            .send()
+    };
+    assert_eq!(login(&a, "s3cret").await.unwrap().status(), StatusCode::OK);
+    // Two wrong passwords on A, one on B: three in all.
+    for p in [&a, &a, &b] {
+        let r = login(p, "guess").await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Locked out everywhere, even with the right password, for the backoff.
+    for p in [&a, &b] {
+        let r = login(p, "s3cret").await.unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = header(&r, "retry-after").parse().unwrap();
+        assert!((50..=60).contains(&wait), "{wait}");
+    }
 }

@@ -190,6 +190,11 @@ fn token_error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 impl Auth {
+    /// Count failed logins in `shared` too (Redis), so that replicas lock out together.
+    pub fn share_throttle(&self, shared: Arc<dyn throttle::SharedCounters>) {
+        self.throttle.share(shared);
+    }
+
     /// Publish the token signing key's public half in `directory` and accept tokens signed
     /// by any key published there (other replicas'); nothing to do without a token service.
     pub async fn share_token_keys(
@@ -270,7 +275,7 @@ impl Auth {
         password: &str,
         ip: Option<IpAddr>,
     ) -> Result<Identity, Failure> {
-        if let Err(wait) = self.throttle.check(Some(user), ip) {
+        if let Err(wait) = self.throttle.check_everywhere(Some(user), ip).await {
             tracing::info!(user, ip = ?ip, "login refused: too many failures");
             return Err(Failure::Throttled(wait));
         }
@@ -286,10 +291,10 @@ impl Auth {
             ok
         };
         if ok {
-            self.throttle.success(user);
+            self.throttle.success_everywhere(user).await;
             Ok(self.rules.identity_of(user))
         } else {
-            self.throttle.failure(Some(user), ip);
+            self.throttle.failure_everywhere(Some(user), ip).await;
             tracing::info!(user, ip = ?ip, "login failed");
             Err(Failure::BadCredentials)
         }
@@ -332,10 +337,10 @@ impl Auth {
         match basic_credentials(value) {
             Ok((user, password)) => self.login(&user, &password, ip).await,
             Err(()) => {
-                if let Err(wait) = self.throttle.check(None, ip) {
+                if let Err(wait) = self.throttle.check_everywhere(None, ip).await {
                     return Err(Failure::Throttled(wait));
                 }
-                self.throttle.failure(None, ip);
+                self.throttle.failure_everywhere(None, ip).await;
                 Err(Failure::BadCredentials)
             }
         }

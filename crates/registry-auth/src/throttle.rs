@@ -1,9 +1,14 @@
 //! Failed-login throttling per user name and per client address, and a short-lived cache of
 //! successful password checks (bcrypt is deliberately slow).
+//!
+//! Counts are kept in this process and, when replicas share [`SharedCounters`] (Redis in the
+//! binary), there too: a guesser who spreads attempts over replicas meets the same limit as
+//! on one. The shared part fails open (a warning), as the local part still holds.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
@@ -26,13 +31,52 @@ struct Entry {
     blocked_until: Option<Instant>,
 }
 
+/// Counters replicas share (in the binary: the coordinator's Redis cache).
+#[async_trait::async_trait]
+pub trait SharedCounters: Send + Sync + 'static {
+    /// Add one to the counter `key`, which expires `ttl` after the increment that created
+    /// it; the new count.
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<u64, String>;
+    /// Set `key` to `value` for `ttl`.
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), String>;
+    /// The values of `keys`, in order.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, String>;
+    /// Remove `keys`.
+    async fn delete(&self, keys: &[String]) -> Result<(), String>;
+}
+
 /// Counts failed logins and locks names and addresses out for a while.
-#[derive(Debug)]
 pub struct Throttle {
     max: u32,
     window: Duration,
     backoff: Duration,
     entries: Mutex<HashMap<Key, Entry>>,
+    shared: parking_lot::RwLock<Option<Arc<dyn SharedCounters>>>,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("max", &self.max)
+            .field("window", &self.window)
+            .field("backoff", &self.backoff)
+            .field("shared", &self.shared.read().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shared name of a key: user names hashed (bounded length, nothing to read in Redis).
+fn shared_name(kind: &str, key: &Key) -> String {
+    match key {
+        Key::User(u) => format!("throttle:{kind}:user:{}", hex::encode(Sha256::digest(u))),
+        Key::Ip(ip) => format!("throttle:{kind}:ip:{ip}"),
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Throttle {
@@ -43,6 +87,93 @@ impl Throttle {
             window: Duration::from_secs(cfg.window.max(1)),
             backoff: Duration::from_secs(cfg.backoff.max(1)),
             entries: Mutex::new(HashMap::new()),
+            shared: parking_lot::RwLock::new(None),
+        }
+    }
+
+    /// Count failures and lock-outs in `shared` too, so that every replica using it sees
+    /// them.
+    pub fn share(&self, shared: Arc<dyn SharedCounters>) {
+        *self.shared.write() = Some(shared);
+    }
+
+    fn shared(&self) -> Option<Arc<dyn SharedCounters>> {
+        self.shared.read().clone()
+    }
+
+    /// [`check`](Self::check) here, then in the shared counters.
+    pub async fn check_everywhere(
+        &self,
+        user: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Result<(), u64> {
+        self.check(user, ip)?;
+        let Some(shared) = self.shared().filter(|_| self.max > 0) else {
+            return Ok(());
+        };
+        let names: Vec<String> = Self::keys(user, ip)
+            .map(|k| shared_name("block", &k))
+            .collect();
+        let values = match shared.get_many(&names).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "shared login throttle unavailable");
+                return Ok(());
+            }
+        };
+        let now = unix_ms(SystemTime::now());
+        let wait_ms = values
+            .into_iter()
+            .flatten()
+            .filter_map(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+            .max();
+        match wait_ms {
+            Some(ms) => Err(ms.div_ceil(1000).max(1)),
+            None => Ok(()),
+        }
+    }
+
+    /// [`failure`](Self::failure) here and in the shared counters (a name or address that
+    /// reaches the limit there is locked out on every replica).
+    pub async fn failure_everywhere(&self, user: Option<&str>, ip: Option<IpAddr>) {
+        self.failure(user, ip);
+        let Some(shared) = self.shared().filter(|_| self.max > 0) else {
+            return;
+        };
+        for key in Self::keys(user, ip) {
+            let counted = shared.incr(&shared_name("fail", &key), self.window).await;
+            let result = match counted {
+                Ok(n) if n >= u64::from(self.max) => {
+                    let until = unix_ms(SystemTime::now() + self.backoff);
+                    shared
+                        .set(
+                            &shared_name("block", &key),
+                            until.to_string().as_bytes(),
+                            self.backoff,
+                        )
+                        .await
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "shared login throttle unavailable");
+                return;
+            }
+        }
+    }
+
+    /// [`success`](Self::success) here and in the shared counters.
+    pub async fn success_everywhere(&self, user: &str) {
+        self.success(user);
+        let Some(shared) = self.shared().filter(|_| self.max > 0) else {
+            return;
+        };
+        let name = shared_name("fail", &Key::User(user.to_string()));
+        if let Err(e) = shared.delete(&[name]).await {
+            tracing::warn!(error = %e, "shared login throttle unavailable");
         }
     }
 
@@ -222,5 +353,72 @@ mod tests {
         short.insert("a", "b");
         std::thread::sleep(Duration::from_millis(5));
         assert!(!short.hit("a", "b"));
+    }
+
+    /// Counters in memory, standing in for Redis.
+    #[derive(Default)]
+    struct Counters(Mutex<HashMap<String, Vec<u8>>>);
+
+    #[async_trait::async_trait]
+    impl SharedCounters for Counters {
+        async fn incr(&self, key: &str, _ttl: Duration) -> Result<u64, String> {
+            let mut m = self.0.lock();
+            let n = m
+                .get(key)
+                .map_or(0, |v| String::from_utf8_lossy(v).parse::<u64>().unwrap())
+                + 1;
+            m.insert(key.to_string(), n.to_string().into_bytes());
+            Ok(n)
+        }
+        async fn set(&self, key: &str, value: &[u8], _ttl: Duration) -> Result<(), String> {
+            self.0.lock().insert(key.to_string(), value.to_vec());
+            Ok(())
+        }
+        async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, String> {
+            let m = self.0.lock();
+            Ok(keys.iter().map(|k| m.get(k).cloned()).collect())
+        }
+        async fn delete(&self, keys: &[String]) -> Result<(), String> {
+            let mut m = self.0.lock();
+            for k in keys {
+                m.remove(k);
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn replicas_sharing_counters_lock_out_together() {
+        let cfg = ThrottleConfig {
+            maxfailures: 3,
+            window: 60,
+            backoff: 30,
+        };
+        let shared = Arc::new(Counters::default());
+        let (a, b) = (Throttle::new(&cfg), Throttle::new(&cfg));
+        a.share(shared.clone());
+        b.share(shared.clone());
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        // Two failures on one replica, one on the other: the limit is reached.
+        a.failure_everywhere(Some("eve"), Some(ip)).await;
+        a.failure_everywhere(Some("eve"), Some(ip)).await;
+        assert!(b.check_everywhere(Some("eve"), Some(ip)).await.is_ok());
+        b.failure_everywhere(Some("eve"), None).await;
+        for t in [&a, &b] {
+            let wait = t.check_everywhere(Some("eve"), None).await.unwrap_err();
+            assert!((29..=30).contains(&wait), "{wait}");
+        }
+        // The address had two failures only; a third replica sees the same.
+        let c = Throttle::new(&cfg);
+        c.share(shared.clone());
+        assert!(c.check_everywhere(Some("alice"), Some(ip)).await.is_ok());
+        // Nothing names the user in the shared keys.
+        assert!(shared.0.lock().keys().all(|k| !k.contains("eve")));
+        // A success clears the shared count of the name.
+        c.failure_everywhere(Some("bob"), None).await;
+        c.success_everywhere("bob").await;
+        b.failure_everywhere(Some("bob"), None).await;
+        b.failure_everywhere(Some("bob"), None).await;
+        assert!(a.check_everywhere(Some("bob"), None).await.is_ok());
     }
 }

@@ -108,6 +108,9 @@ pub trait Coordinator: Send + Sync + 'static {
     async fn cache_set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()>;
     /// Drop cached values.
     async fn cache_delete(&self, keys: &[String]) -> Result<()>;
+    /// Add one to the counter `key` (a cache entry that expires `ttl` after the increment
+    /// that created it); returns the new count. Atomic across replicas.
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<u64>;
     /// Several cached values at once (one round trip where the backend allows it), in the
     /// order of `keys`.
     async fn cache_get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {

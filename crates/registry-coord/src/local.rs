@@ -98,6 +98,23 @@ impl Coordinator for LocalCoordinator {
         Ok(())
     }
 
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<u64> {
+        let now = Instant::now();
+        let mut cache = self.cache.lock();
+        let count = match cache.get(key) {
+            Some((v, expires)) if *expires > now && v.len() == 8 => {
+                u64::from_le_bytes(v[..].try_into().expect("8 bytes")) + 1
+            }
+            _ => 1,
+        };
+        let expires = match cache.get(key) {
+            Some((_, expires)) if count > 1 => *expires,
+            _ => now + ttl,
+        };
+        cache.insert(key.to_string(), (count.to_le_bytes().to_vec(), expires));
+        Ok(count)
+    }
+
     async fn cache_delete(&self, keys: &[String]) -> Result<()> {
         let mut cache = self.cache.lock();
         for k in keys {
@@ -110,6 +127,22 @@ impl Coordinator for LocalCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn counters_count_and_expire_from_the_first_increment() {
+        let c = LocalCoordinator::new();
+        let ttl = Duration::from_millis(200);
+        assert_eq!(c.incr("n", ttl).await.unwrap(), 1);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(c.incr("n", ttl).await.unwrap(), 2);
+        assert_eq!(c.incr("m", ttl).await.unwrap(), 1);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(
+            c.incr("n", ttl).await.unwrap(),
+            1,
+            "expired 200 ms after the first"
+        );
+    }
 
     #[tokio::test]
     async fn lock_excludes_until_released() {

@@ -411,6 +411,20 @@ impl Coordinator for RedisCoordinator {
         self.cache_call::<()>(cmd).await
     }
 
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<u64> {
+        // One script, so that the count and its expiry are set together.
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(
+            "local n = redis.call('INCR', KEYS[1]) \
+             if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end \
+             return n",
+        )
+        .arg(1)
+        .arg(self.cache_key(key))
+        .arg((ttl.as_millis() as u64).max(1));
+        self.cache_call(cmd).await
+    }
+
     async fn cache_delete(&self, keys: &[String]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());

@@ -175,6 +175,32 @@ async fn cache_is_shared_and_expires() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_are_shared_atomic_and_expire() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = pair(&redis).await;
+    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    let ttl = Duration::from_millis(500);
+    // 20 increments at once from two replicas: every count from 1 to 20 is seen once.
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let c = if i % 2 == 0 { a.clone() } else { b.clone() };
+        calls.push(tokio::spawn(async move { c.incr("n", ttl).await.unwrap() }));
+    }
+    let mut seen = Vec::new();
+    for c in calls {
+        seen.push(c.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
+    // The expiry counts from the first increment, not the last.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(a.incr("n", ttl).await.unwrap(), 1);
+    assert_eq!(b.incr("other", ttl).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_redis_restart_everything_is_dropped_and_invalidations_flow_again() {
     let Some(mut redis) = RedisServer::start() else {
         return;

@@ -15,18 +15,7 @@ use test_support::s3::S3Server;
 
 const MIB: usize = 1 << 20;
 
-/// Deterministic, incompressible-looking bytes.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+use test_support::noise as data;
 
 /// A body delivered in pieces of `piece` bytes, as hyper would.
 fn body(bytes: &[u8], piece: usize) -> ByteStream {

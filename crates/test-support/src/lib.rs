@@ -504,6 +504,22 @@ pub fn write_layout(
     .unwrap();
 }
 
+/// Deterministic pseudo-random bytes (xorshift; poorly compressible), the same for the same
+/// `seed`.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 /// The sha256 of a blob as a registry serves it (`GET /v2/<repo>/blobs/<digest>`).
 pub fn blob_sha256(registry_host: &str, repo: &str, digest: &oci_core::Digest) -> oci_core::Digest {
     let bytes = reqwest::blocking::get(format!("http://{registry_host}/v2/{repo}/blobs/{digest}"))

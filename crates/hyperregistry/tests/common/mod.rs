@@ -290,19 +290,7 @@ pub async fn assert_error(r: Response, status: StatusCode, code: &str) {
 }
 
 /// Deterministic pseudo-random bytes.
-pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+pub use test_support::noise as bytes;
 
 /// Files under a directory, recursively.
 pub fn count_files(dir: &Path) -> usize {
