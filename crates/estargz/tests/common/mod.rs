@@ -189,17 +189,8 @@ impl TarMaker {
 }
 
 /// Deterministic pseudo-random bytes (xorshift), poorly compressible.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+#[allow(unused_imports)] // not every test binary uses it
+pub use test_support::noise;
 
 pub fn build_blob(input: &[u8], opts: &WriterOptions) -> (Vec<u8>, Built) {
     let mut blob = Vec::new();
