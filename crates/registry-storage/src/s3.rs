@@ -187,6 +187,11 @@ struct SessionState {
     /// this field, used `uploads/<id>/data`).
     #[serde(default)]
     data_key: bool,
+    /// The digest whose link may point to this session's data object: recorded before the
+    /// link is written, so that a session ended after a crash past that point (cancelled,
+    /// purged, or committed again) never deletes data a link points to.
+    #[serde(default)]
+    linking: Option<String>,
 }
 
 impl SessionState {
@@ -490,10 +495,24 @@ impl S3BlobStore {
                 .await
                 .map_err(io_err)?;
         }
-        if !keep_data {
+        if !keep_data && !self.linked_to(state, &staging).await? {
             self.s3.delete(&staging).await.map_err(io_err)?;
         }
         self.states.remove(id).await
+    }
+
+    /// Whether the link of the digest a session was committing points to its data object.
+    async fn linked_to(&self, state: &SessionState, staging: &Path) -> Result<bool> {
+        let Some(digest) = state.linking.as_deref() else {
+            return Ok(false);
+        };
+        let digest: Digest = digest
+            .parse()
+            .map_err(|e| other(format!("session state names a bad digest {digest:?}: {e}")))?;
+        Ok(self
+            .resolve(&digest, true)
+            .await?
+            .is_some_and(|at| at.linked && &at.path == staging))
     }
 
     /// One UploadPartCopy (`object_store` has no call for it): a presigned `PUT` whose
@@ -1292,14 +1311,20 @@ impl BlobStore for S3BlobStore {
         }
         let started = std::time::Instant::now();
         let linked = match self.resolve(digest, true).await? {
+            // Linked already (this commit was cut short after linking, and is retried).
+            Some(existing) if existing.linked && existing.path == staging => true,
             // Content-addressed: the blob is already stored, this copy is not needed.
             Some(existing) if existing.size == size => false,
             Some(_) => {
                 tracing::warn!(%digest, "stored blob has the wrong size; replacing it");
+                state.linking = Some(digest.to_string());
+                self.save_state(id, &state).await?;
                 self.put_link(&dest, &staging, size, PutMode::Overwrite)
                     .await?
             }
             None => {
+                state.linking = Some(digest.to_string());
+                self.save_state(id, &state).await?;
                 self.put_link(&dest, &staging, size, PutMode::Create)
                     .await?
             }

@@ -682,3 +682,55 @@ async fn staged_object_becomes_parts_when_more_follows() {
     );
     assert_clean(&s3, &states);
 }
+
+async fn assert_readable(store: &S3BlobStore, blob: &[u8]) {
+    let digest = Digest::sha256_of(blob);
+    assert_eq!(
+        Digest::sha256_of(&read_all(store, &digest, 0, blob.len() as u64).await),
+        digest
+    );
+}
+
+/// A commit cut short after writing its link (the session state is still there): ending
+/// the session afterwards, however it ends, never deletes the data the link points to.
+#[tokio::test]
+async fn a_session_cut_short_after_linking_keeps_the_linked_data() {
+    let Some(s3) = S3Server::start() else { return };
+    let states = Arc::new(MemoryUploadStateStore::new());
+    let store = store(&s3, &states);
+    let blob = data(6 * MIB, 15);
+    let digest = Digest::sha256_of(&blob);
+    store.create_upload("cut").await.unwrap();
+    store
+        .append_upload_sized("cut", Some(0), Some(blob.len() as u64), body(&blob, MIB))
+        .await
+        .unwrap();
+    let before: serde_json::Value =
+        serde_json::from_slice(&states.load("cut").await.unwrap().unwrap()).unwrap();
+    store.commit_upload("cut", &digest).await.unwrap();
+    // What a crash between writing the link and removing the state leaves.
+    let mut cut = before.clone();
+    cut["linking"] = digest.to_string().into();
+    let cut = serde_json::to_vec(&cut).unwrap();
+    // Cancelled (or purged as abandoned).
+    states.save("cut", &cut).await.unwrap();
+    store.cancel_upload("cut").await.unwrap();
+    assert_readable(&store, &blob).await;
+    // Committed again, by another replica (no running hash: the data is re-read).
+    let other = self::store(&s3, &states);
+    states.save("cut", &cut).await.unwrap();
+    assert_eq!(
+        other.commit_upload("cut", &digest).await.unwrap(),
+        blob.len() as u64
+    );
+    assert_readable(&store, &blob).await;
+    // Committed again with a wrong digest.
+    states.save("cut", &cut).await.unwrap();
+    assert!(matches!(
+        other.commit_upload("cut", &Digest::sha256_of(b"x")).await,
+        Err(StorageError::DigestMismatch { .. })
+    ));
+    assert_readable(&other, &blob).await;
+    assert_eq!(s3.objects("data"), vec!["data/cut".to_string()]);
+    assert_clean(&s3, &states);
+}
