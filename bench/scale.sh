@@ -35,6 +35,8 @@ TARGET_S3_RATIO=2.0
 OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
 S3_KEY=benchaccess
 S3_SECRET=benchsecret1234
+# Replicas with their own data directories share this key (they refuse to start otherwise).
+EXTERNAL_KEY=$(head -c 32 /dev/urandom | base64)
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 
 # --- tools -------------------------------------------------------------------------------
@@ -108,7 +110,8 @@ start_registry() {
               REGISTRY_STORAGE_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
               REGISTRY_STORAGE_S3_REGION=us-east-1 REGISTRY_STORAGE_S3_ACCESSKEY=$S3_KEY
               REGISTRY_STORAGE_S3_SECRETKEY=$S3_SECRET REGISTRY_STORAGE_S3_FORCEPATHSTYLE=true
-              REGISTRY_DATABASE_URL=$PG_URL REGISTRY_REDIS_URL=redis://127.0.0.1:$REDIS_PORT)
+              REGISTRY_DATABASE_URL=$PG_URL REGISTRY_REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+              REGISTRY_EXTERNAL_SECRETKEY=$EXTERNAL_KEY)
     fi
     local pin=()
     [[ $cpus == all ]] || pin=(taskset -c "$cpus")
