@@ -22,6 +22,10 @@
 //! multipart upload, tails and data object) and their row, as Distribution's upload purging
 //! does. A client that comes back to one gets `BLOB_UPLOAD_UNKNOWN` and starts again.
 //!
+//! After the sweep, objects only the blob store can tell are unused (S3 data objects whose
+//! link is gone) are deleted when older than the grace period, and never younger than
+//! [`UNREFERENCED_MIN_AGE`]; they count as deleted blobs in the report.
+//!
 //! The whole run holds `keys::GC`, so one replica at a time collects.
 
 use std::collections::{HashMap, HashSet};
@@ -43,6 +47,10 @@ const GC_LOCK_TTL: Duration = Duration::from_secs(3600);
 const BLOB_LOCK_TTL: Duration = Duration::from_secs(60);
 /// How long GC waits for a digest's lock (a commit may be re-hashing a large blob).
 const BLOB_LOCK_WAIT: Duration = Duration::from_secs(600);
+/// Stored objects only the blob store knows (S3 data objects whose link is gone) are swept
+/// when older than this, or the grace period if longer: far beyond any commit's wait
+/// between storing an upload's bytes and linking them (which may wait on GC's own locks).
+pub const UNREFERENCED_MIN_AGE: Duration = Duration::from_secs(3600);
 /// Most upload sessions purged by one run (the oldest; the rest go in later runs).
 pub const MAX_UPLOADS_PURGED: usize = 10_000;
 
@@ -281,15 +289,24 @@ pub async fn run(
         sweep_content = plan.content.len(),
         "gc planned"
     );
+    let unreferenced_before = SystemTime::now()
+        .checked_sub(opts.grace.max(UNREFERENCED_MIN_AGE))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     if opts.dry_run {
         report.manifests_deleted = plan.manifests.len() as u64;
         report.links_removed = plan.links.len() as u64;
         report.blobs_deleted = plan.content.len() as u64;
         report.bytes_freed = plan.content.iter().map(|(_, s)| s).sum();
+        let (n, bytes) = blobs.sweep_unreferenced(unreferenced_before, true).await?;
+        report.blobs_deleted += n;
+        report.bytes_freed += bytes;
         report.duration = started.elapsed();
         return Ok(report);
     }
     sweep(&*meta, &*blobs, &*coord, &plan, cutoff, &mut report).await?;
+    let (n, bytes) = blobs.sweep_unreferenced(unreferenced_before, false).await?;
+    report.blobs_deleted += n;
+    report.bytes_freed += bytes;
     report.duration = started.elapsed();
     Ok(report)
 }

@@ -126,6 +126,17 @@ pub trait BlobStore: Send + Sync + 'static {
     /// listing runs may or may not appear; garbage collection only deletes blobs older than
     /// its grace period, so that is harmless.
     fn list_blobs(&self) -> BlobInfoStream;
+    /// Delete (or, with `dry_run`, count) stored objects written before `before` that no
+    /// blob and no upload session uses, which only the backend can see (S3: data objects
+    /// whose link is gone). Returns (objects, bytes). Nothing by default.
+    async fn sweep_unreferenced(
+        &self,
+        before: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<(u64, u64)> {
+        let _ = (before, dry_run);
+        Ok((0, 0))
+    }
     /// A URL from which a client may read the blob directly (`head`: for a `HEAD` request),
     /// valid for a limited time, or `None` when the backend serves blobs itself.
     async fn presigned_url(&self, digest: &Digest, head: bool) -> Result<Option<String>> {

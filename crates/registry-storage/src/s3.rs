@@ -25,6 +25,10 @@
 //! unverified, and a commit costs one small PUT whatever the blob's size (no server-side
 //! copy, which S3 performs at a fraction of its upload speed).
 //!
+//! Data objects left without a link (a crash between deleting a link and its data; two
+//! commits of one digest on a server whose `If-None-Match` is not atomic) are removed by
+//! [`BlobStore::sweep_unreferenced`], which garbage collection calls.
+//!
 //! Readers resolve a digest to the object holding its bytes (one HEAD) and remember the
 //! answer for a while ([`LOCATION_TTL`]); a read that finds a remembered object gone
 //! resolves again, so a blob deleted and pushed again elsewhere is still found.
@@ -1353,6 +1357,68 @@ impl BlobStore for S3BlobStore {
         drop(guard);
         self.forget_local(id);
         result
+    }
+
+    async fn sweep_unreferenced(
+        &self,
+        before: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<(u64, u64)> {
+        // 1. Data objects old enough, 2. whose session is gone (checked now: a session's
+        // state is removed only after its link is written), 3. that no link listed after
+        // that check points to.
+        let mut candidates: HashMap<String, u64> = HashMap::new();
+        let mut listing = self.s3.list(Some(&self.key("data")));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(io_err)?;
+            if std::time::SystemTime::from(meta.last_modified) < before {
+                candidates.insert(meta.location.to_string(), meta.size);
+            }
+        }
+        let mut orphans = HashMap::new();
+        for (key, size) in candidates {
+            let id = key.rsplit('/').next().unwrap_or_default().to_string();
+            if Self::check_id(&id).is_ok() && self.states.load(&id).await?.is_none() {
+                orphans.insert(key, size);
+            }
+        }
+        if orphans.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut links = self.s3.list(Some(&self.key("blobs")));
+        while let Some(meta) = links.next().await {
+            let meta = meta.map_err(io_err)?;
+            if meta.size != 0 {
+                continue;
+            }
+            let options = GetOptions {
+                head: true,
+                ..Default::default()
+            };
+            match self.s3.get_opts(&meta.location, options).await {
+                Ok(r) => {
+                    if let Ok(at) = located(&self.prefix, meta.location, 0, &r.attributes)
+                        && at.linked
+                    {
+                        orphans.remove(at.path.as_ref());
+                    }
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        let (count, bytes) = (orphans.len() as u64, orphans.values().sum());
+        if !dry_run {
+            for key in orphans.keys() {
+                tracing::info!(key, "deleting a data object nothing references");
+                match self.s3.delete(&Path::from(key.as_str())).await {
+                    Ok(()) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(io_err(e)),
+                }
+            }
+        }
+        Ok((count, bytes))
     }
 
     async fn presigned_url(&self, digest: &Digest, head: bool) -> Result<Option<String>> {

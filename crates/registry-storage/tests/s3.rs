@@ -512,15 +512,7 @@ async fn links_to_keys_this_store_does_not_write_are_refused() {
     let secret = Bytes::from(data(1000, 14));
     let sd = Digest::sha256_of(&secret);
     store.put_bytes(&sd, secret.clone()).await.unwrap();
-    let raw = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(s3.bucket())
-        .with_endpoint(s3.endpoint())
-        .with_access_key_id(s3.access_key())
-        .with_secret_access_key(s3.secret_key())
-        .with_region("us-east-1")
-        .with_allow_http(true)
-        .build()
-        .unwrap();
+    let raw = raw_client(&s3);
     let blob_key = |d: &Digest| {
         object_store::path::Path::from(format!("blobs/sha256/{}/{}", &d.hex()[..2], d.hex()))
     };
@@ -683,6 +675,19 @@ async fn staged_object_becomes_parts_when_more_follows() {
     assert_clean(&s3, &states);
 }
 
+/// A plain S3 client on the test bucket, to do what the store never does.
+fn raw_client(s3: &S3Server) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(s3.bucket())
+        .with_endpoint(s3.endpoint())
+        .with_access_key_id(s3.access_key())
+        .with_secret_access_key(s3.secret_key())
+        .with_region("us-east-1")
+        .with_allow_http(true)
+        .build()
+        .unwrap()
+}
+
 async fn assert_readable(store: &S3BlobStore, blob: &[u8]) {
     let digest = Digest::sha256_of(blob);
     assert_eq!(
@@ -732,5 +737,72 @@ async fn a_session_cut_short_after_linking_keeps_the_linked_data() {
     ));
     assert_readable(&other, &blob).await;
     assert_eq!(s3.objects("data"), vec!["data/cut".to_string()]);
+    assert_clean(&s3, &states);
+}
+
+/// Data objects no link points to and no session owns (a crash between deleting a link and
+/// its data leaves one) are swept when old enough; linked data and live sessions stay.
+#[tokio::test]
+async fn unreferenced_data_objects_are_swept() {
+    use object_store::ObjectStoreExt;
+    let Some(s3) = S3Server::start() else { return };
+    let states = Arc::new(MemoryUploadStateStore::new());
+    let store = store(&s3, &states);
+    let upload = |id: &'static str, blob: Vec<u8>| {
+        let store = &store;
+        async move {
+            store.create_upload(id).await.unwrap();
+            store
+                .append_upload_sized(id, Some(0), Some(blob.len() as u64), body(&blob, MIB))
+                .await
+                .unwrap();
+        }
+    };
+    let (a, b, c) = (data(5 * MIB, 21), data(6 * MIB, 22), data(5 * MIB + 1, 23));
+    upload("a", a.clone()).await;
+    store
+        .commit_upload("a", &Digest::sha256_of(&a))
+        .await
+        .unwrap();
+    upload("b", b.clone()).await;
+    let bd = Digest::sha256_of(&b);
+    store.commit_upload("b", &bd).await.unwrap();
+    // The link of b goes, its data stays: what a crash inside a delete leaves.
+    let link = format!("blobs/sha256/{}/{}", &bd.hex()[..2], bd.hex());
+    raw_client(&s3)
+        .delete(&object_store::path::Path::from(link))
+        .await
+        .unwrap();
+    // c is a session in progress.
+    upload("c", c.clone()).await;
+    assert_eq!(s3.objects("data").len(), 3);
+
+    let recent = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    assert_eq!(
+        store.sweep_unreferenced(recent, false).await.unwrap(),
+        (0, 0)
+    );
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    let orphan = (1, b.len() as u64);
+    assert_eq!(store.sweep_unreferenced(later, true).await.unwrap(), orphan);
+    assert_eq!(s3.objects("data").len(), 3, "a dry run deletes nothing");
+    assert_eq!(
+        store.sweep_unreferenced(later, false).await.unwrap(),
+        orphan
+    );
+    assert_eq!(
+        s3.objects("data"),
+        vec!["data/a".to_string(), "data/c".to_string()]
+    );
+    assert_readable(&store, &a).await;
+    store
+        .commit_upload("c", &Digest::sha256_of(&c))
+        .await
+        .unwrap();
+    assert_readable(&store, &c).await;
+    assert_eq!(
+        store.sweep_unreferenced(later, false).await.unwrap(),
+        (0, 0)
+    );
     assert_clean(&s3, &states);
 }
