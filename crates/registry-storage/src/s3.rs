@@ -957,24 +957,34 @@ impl S3BlobStore {
         let create = mode == PutMode::Create;
         match put(mode).await {
             Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. }) => return Ok(false),
-            // A server without conditional writes: the HEAD just before found no blob, so
-            // a plain write is right.
-            Err(object_store::Error::NotImplemented { .. }) if create => {
+            // Another commit's link (or the content) is there: the read-back tells.
+            Err(object_store::Error::AlreadyExists { .. }) if create => {}
+            // A server without conditional writes, whichever way it says so: the HEAD just
+            // before found no blob, so a plain write is right (a commit racing this one may
+            // leave unreferenced data, which GC sweeps).
+            Err(e) if create => {
+                tracing::warn!(error = %e, key = %dest, "conditional write of a link refused; writing it plainly");
                 put(PutMode::Overwrite).await.map_err(io_err)?;
             }
             Err(e) => return Err(io_err(e)),
         }
-        if !create {
-            return Ok(true);
-        }
+        // Read back: whose link, or what content, holds the key now.
         let options = GetOptions {
             head: true,
             ..Default::default()
         };
         let back = self.s3.get_opts(dest, options).await.map_err(io_err)?;
-        let now = located(&self.prefix, dest.clone(), 0, &back.attributes)?;
-        Ok(now.linked && &now.path == data)
+        let now = located(&self.prefix, dest.clone(), back.meta.size, &back.attributes)?;
+        if now.linked && &now.path == data {
+            Ok(true)
+        } else if now.size == size {
+            Ok(false)
+        } else {
+            Err(other(format!(
+                "{dest}: after linking, the key holds a blob of {} bytes, not {size}",
+                now.size
+            )))
+        }
     }
 
     /// Open `len` bytes of a blob from `offset`, resolving its location again once if a
