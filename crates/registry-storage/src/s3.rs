@@ -343,11 +343,7 @@ impl S3BlobStore {
     }
 
     fn key(&self, rel: &str) -> Path {
-        if self.prefix.is_empty() {
-            Path::from(rel)
-        } else {
-            Path::from(format!("{}/{rel}", self.prefix))
-        }
+        prefixed(&self.prefix, rel)
     }
 
     /// The key of a committed blob.
@@ -899,20 +895,11 @@ impl S3BlobStore {
         {
             return Ok(Some(r.located.clone()));
         }
-        let options = GetOptions {
-            head: true,
-            ..Default::default()
+        let Some(located) = head_located(&self.s3, &self.prefix, self.blob_path(digest)).await?
+        else {
+            self.forget_location(digest);
+            return Ok(None);
         };
-        let blob = self.blob_path(digest);
-        let result = match self.s3.get_opts(&blob, options).await {
-            Ok(r) => r,
-            Err(e) if is_not_found(&e) => {
-                self.forget_location(digest);
-                return Ok(None);
-            }
-            Err(e) => return Err(io_err(e)),
-        };
-        let located = located(&self.prefix, blob, result.meta.size, &result.attributes)?;
         let mut cache = self.locations.lock();
         if cache.len() >= LOCATION_CACHE_ENTRIES {
             cache.clear();
@@ -969,12 +956,9 @@ impl S3BlobStore {
             Err(e) => return Err(io_err(e)),
         }
         // Read back: whose link, or what content, holds the key now.
-        let options = GetOptions {
-            head: true,
-            ..Default::default()
-        };
-        let back = self.s3.get_opts(dest, options).await.map_err(io_err)?;
-        let now = located(&self.prefix, dest.clone(), back.meta.size, &back.attributes)?;
+        let now = head_located(&self.s3, &self.prefix, dest.clone())
+            .await?
+            .ok_or_else(|| other(format!("{dest}: gone right after its link was written")))?;
         if now.linked && &now.path == data {
             Ok(true)
         } else if now.size == size {
@@ -1037,34 +1021,52 @@ fn located(prefix: &str, blob: Path, size: u64, attributes: &Attributes) -> Resu
             linked: false,
         });
     };
+    // Exactly `data/<id>` or `uploads/<id>/data`, with a valid session id.
     let location = location.as_ref();
-    let id = location
+    let valid = location
         .strip_prefix("data/")
         .or_else(|| {
             location
                 .strip_prefix("uploads/")
                 .and_then(|r| r.strip_suffix("/data"))
         })
-        .filter(|id| S3BlobStore::check_id(id).is_ok())
-        .ok_or_else(|| other(format!("{blob}: link to an unexpected key {location:?}")))?;
+        .is_some_and(|id| S3BlobStore::check_id(id).is_ok());
+    if !valid {
+        return Err(other(format!(
+            "{blob}: link to an unexpected key {location:?}"
+        )));
+    }
     let size = attributes
         .get(&Attribute::Metadata(LINK_SIZE.into()))
         .and_then(|v| v.as_ref().parse::<u64>().ok())
         .ok_or_else(|| other(format!("{blob}: link without a valid size")))?;
-    let rel = if location.starts_with("data/") {
-        format!("data/{id}")
-    } else {
-        format!("uploads/{id}/data")
-    };
     Ok(Located {
-        path: if prefix.is_empty() {
-            Path::from(rel)
-        } else {
-            Path::from(format!("{prefix}/{rel}"))
-        },
+        path: prefixed(prefix, location),
         size,
         linked: true,
     })
+}
+
+/// `rel` under the key prefix (which may be empty).
+fn prefixed(prefix: &str, rel: &str) -> Path {
+    if prefix.is_empty() {
+        Path::from(rel)
+    } else {
+        Path::from(format!("{prefix}/{rel}"))
+    }
+}
+
+/// One HEAD of a blob key, read as a [`Located`]; `None` when the key is absent.
+async fn head_located(s3: &AmazonS3, prefix: &str, blob: Path) -> Result<Option<Located>> {
+    let options = GetOptions {
+        head: true,
+        ..Default::default()
+    };
+    match s3.get_opts(&blob, options).await {
+        Ok(r) => located(prefix, blob, r.meta.size, &r.attributes).map(Some),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(io_err(e)),
+    }
 }
 
 #[async_trait]
@@ -1092,18 +1094,10 @@ impl BlobStore for S3BlobStore {
                     let (digest, meta) = item?;
                     let mut size = meta.size;
                     if size == 0 && digest != Digest::sha256_of(b"") {
-                        let options = GetOptions {
-                            head: true,
-                            ..Default::default()
-                        };
-                        match s3.get_opts(&meta.location, options).await {
-                            Ok(r) => {
-                                size =
-                                    located(&store_prefix, meta.location, 0, &r.attributes)?.size;
-                            }
+                        match head_located(&s3, &store_prefix, meta.location).await? {
+                            Some(at) => size = at.size,
                             // Deleted since the page was listed.
-                            Err(e) if is_not_found(&e) => return Ok(None),
-                            Err(e) => return Err(io_err(e)),
+                            None => return Ok(None),
                         }
                     }
                     Ok(Some(crate::BlobInfo {
@@ -1137,20 +1131,15 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn get_bytes(&self, digest: &Digest) -> Result<Bytes> {
-        let mut fresh = false;
-        loop {
-            let Some(at) = self.resolve(digest, fresh).await? else {
-                return Err(StorageError::BlobUnknown(digest.clone()));
-            };
-            match self.s3.get(&at.path).await {
-                Ok(r) => return r.bytes().await.map_err(io_err),
-                Err(e) if is_not_found(&e) && !fresh => fresh = true,
-                Err(e) if is_not_found(&e) => {
-                    return Err(StorageError::BlobUnknown(digest.clone()));
-                }
-                Err(e) => return Err(io_err(e)),
-            }
+        let Some(at) = self.resolve(digest, false).await? else {
+            return Err(StorageError::BlobUnknown(digest.clone()));
+        };
+        let mut out = bytes::BytesMut::with_capacity(at.size as usize);
+        let mut stream = self.open(digest, 0, at.size).await?;
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?);
         }
+        Ok(out.freeze())
     }
 
     async fn delete(&self, digest: &Digest) -> Result<()> {
@@ -1401,20 +1390,12 @@ impl BlobStore for S3BlobStore {
             if meta.size != 0 {
                 continue;
             }
-            let options = GetOptions {
-                head: true,
-                ..Default::default()
-            };
-            match self.s3.get_opts(&meta.location, options).await {
-                Ok(r) => {
-                    if let Ok(at) = located(&self.prefix, meta.location, 0, &r.attributes)
-                        && at.linked
-                    {
-                        orphans.remove(at.path.as_ref());
-                    }
-                }
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(io_err(e)),
+            // Any doubt (an unreadable link, a failed HEAD) stops the sweep: nothing is
+            // deleted on a guess. (`list_blobs`, which GC runs first, fails alike.)
+            if let Some(at) = head_located(&self.s3, &self.prefix, meta.location).await?
+                && at.linked
+            {
+                orphans.remove(at.path.as_ref());
             }
         }
         let (count, bytes) = (orphans.len() as u64, orphans.values().sum());
