@@ -101,15 +101,13 @@ impl Coordinator for LocalCoordinator {
     async fn incr(&self, key: &str, ttl: Duration) -> Result<u64> {
         let now = Instant::now();
         let mut cache = self.cache.lock();
-        let count = match cache.get(key) {
-            Some((v, expires)) if *expires > now && v.len() == 8 => {
-                u64::from_le_bytes(v[..].try_into().expect("8 bytes")) + 1
-            }
-            _ => 1,
-        };
-        let expires = match cache.get(key) {
-            Some((_, expires)) if count > 1 => *expires,
-            _ => now + ttl,
+        // A live counter keeps its expiry; an absent or expired one starts again.
+        let (count, expires) = match cache.get(key) {
+            Some((v, expires)) if *expires > now && v.len() == 8 => (
+                u64::from_le_bytes(v[..].try_into().expect("8 bytes")) + 1,
+                *expires,
+            ),
+            _ => (1, now + ttl),
         };
         cache.insert(key.to_string(), (count.to_le_bytes().to_vec(), expires));
         Ok(count)

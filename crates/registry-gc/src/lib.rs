@@ -262,9 +262,7 @@ pub async fn run(
     opts: GcOptions,
 ) -> Result<GcReport> {
     let started = Instant::now();
-    let cutoff = SystemTime::now()
-        .checked_sub(opts.grace)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = ago(opts.grace);
     let _gc = match coord.lock(keys::GC, GC_LOCK_TTL, Duration::ZERO).await {
         Ok(guard) => guard,
         Err(CoordError::LockBusy(_)) => return Err(GcError::Busy),
@@ -289,9 +287,7 @@ pub async fn run(
         sweep_content = plan.content.len(),
         "gc planned"
     );
-    let unreferenced_before = SystemTime::now()
-        .checked_sub(opts.grace.max(UNREFERENCED_MIN_AGE))
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let unreferenced_before = ago(opts.grace.max(UNREFERENCED_MIN_AGE));
     if opts.dry_run {
         report.manifests_deleted = plan.manifests.len() as u64;
         report.links_removed = plan.links.len() as u64;
@@ -311,6 +307,13 @@ pub async fn run(
     Ok(report)
 }
 
+/// The time `d` ago (the epoch if that is earlier).
+fn ago(d: Duration) -> SystemTime {
+    SystemTime::now()
+        .checked_sub(d)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
 /// Purge (or, in a dry run, count) upload sessions started more than `age` ago that no
 /// request is using; returns how many.
 async fn purge_uploads(
@@ -320,11 +323,8 @@ async fn purge_uploads(
     age: Duration,
     dry_run: bool,
 ) -> Result<u64> {
-    let before = SystemTime::now()
-        .checked_sub(age)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
     let stale = meta
-        .uploads_created_before(before, MAX_UPLOADS_PURGED)
+        .uploads_created_before(ago(age), MAX_UPLOADS_PURGED)
         .await?;
     if dry_run {
         return Ok(stale.len() as u64);
