@@ -69,6 +69,8 @@ const LINK_LOCATION: &str = "hyper-location";
 const LINK_SIZE: &str = "hyper-size";
 /// How long a resolved blob location is reused before it is looked up again.
 pub const LOCATION_TTL: Duration = Duration::from_secs(60);
+/// Reads of a link just written, while the key holds a half-written one.
+const LINK_READ_BACK_ATTEMPTS: u32 = 50;
 /// Most resolved locations remembered (the memory is cleared when it is full).
 const LOCATION_CACHE_ENTRIES: usize = 100_000;
 
@@ -955,10 +957,20 @@ impl S3BlobStore {
             }
             Err(e) => return Err(io_err(e)),
         }
-        // Read back: whose link, or what content, holds the key now.
-        let now = head_located(&self.s3, &self.prefix, dest.clone())
-            .await?
-            .ok_or_else(|| other(format!("{dest}: gone right after its link was written")))?;
+        // Read back: whose link, or what content, holds the key now. An empty object
+        // without link metadata is a racing commit's link half written (s3s-fs stores an
+        // object's bytes and its metadata one after the other): look again shortly.
+        let mut attempts = 0;
+        let now = loop {
+            let now = head_located(&self.s3, &self.prefix, dest.clone())
+                .await?
+                .ok_or_else(|| other(format!("{dest}: gone right after its link was written")))?;
+            attempts += 1;
+            if now.linked || now.size == size || attempts == LINK_READ_BACK_ATTEMPTS {
+                break now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         if now.linked && &now.path == data {
             Ok(true)
         } else if now.size == size {
