@@ -13,6 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
 use dockerfile::{Chmod, Heredoc};
+use fs_confine::Root;
 use oci_core::Digest;
 use sha2::Digest as _;
 
@@ -211,46 +212,49 @@ pub(crate) fn stage_tree(src: &Path, dest: &Path, skip: &dyn Fn(&Path) -> bool) 
 }
 
 /// Expand the matches of a source pattern (Go `filepath.Match` per component) under `root`.
-fn glob(root: &Path, pattern: &str) -> Result<Vec<String>> {
+/// Directories are listed through `root`, so a symlink on the way resolves inside it: matches
+/// below `lnk -> /host/dir` are looked for at `ROOT/host/dir`, never on the host.
+fn glob(root: &Root, pattern: &str) -> Result<Vec<String>> {
     let parts: Vec<&str> = pattern
         .split('/')
         .filter(|p| !p.is_empty() && *p != ".")
         .collect();
+    let io = |p: &str, e| BuildError::io(&root.path().join(p), e);
     let mut found = vec![String::new()];
     for part in parts {
         let mut next = Vec::new();
         for base in &found {
-            let dir = if base.is_empty() {
-                root.to_path_buf()
-            } else {
-                root.join(base)
+            let join = |n: &str| {
+                if base.is_empty() {
+                    n.to_string()
+                } else {
+                    format!("{base}/{n}")
+                }
             };
             if dockerfile::has_wildcards(part) {
-                let Ok(rd) = std::fs::read_dir(&dir) else {
+                let Some(names) = root.read_dir(Path::new(base)).map_err(|e| io(base, e))? else {
                     continue;
                 };
-                let mut names: Vec<String> = rd
-                    .flatten()
-                    .filter_map(|e| e.file_name().into_string().ok())
+                let mut names: Vec<String> = names
+                    .into_iter()
+                    .filter_map(|n| n.into_string().ok())
                     .collect();
                 names.sort();
                 for n in names {
                     if dockerfile::glob_match(part, &n)
                         .map_err(|e| BuildError::Invalid(e.to_string()))?
                     {
-                        next.push(if base.is_empty() {
-                            n
-                        } else {
-                            format!("{base}/{n}")
-                        });
+                        next.push(join(&n));
                     }
                 }
-            } else if std::fs::symlink_metadata(dir.join(part)).is_ok() {
-                next.push(if base.is_empty() {
-                    part.to_string()
-                } else {
-                    format!("{base}/{part}")
-                });
+            } else {
+                let candidate = join(part);
+                if root
+                    .exists(Path::new(&candidate))
+                    .map_err(|e| io(&candidate, e))?
+                {
+                    next.push(candidate);
+                }
             }
         }
         found = next;
@@ -264,6 +268,10 @@ fn is_url(s: &str) -> bool {
 
 /// Whether a file is a tar archive ADD should extract (plain, gzip, bzip2, xz or zstd).
 fn is_archive(path: &Path) -> bool {
+    // A symlink is copied as a symlink, never followed to what it names.
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let Ok(mut f) = std::fs::File::open(path) else {
         return false;
     };
@@ -279,7 +287,7 @@ fn is_archive(path: &Path) -> bool {
 
 /// Stages one matched source: (source root, relative path, from the context?, items, key parts).
 type AddItem<'a> =
-    dyn FnMut(&Path, &str, bool, &mut Vec<CopyItem>, &mut Vec<String>) -> Result<()> + 'a;
+    dyn FnMut(&Root, &str, bool, &mut Vec<CopyItem>, &mut Vec<String>) -> Result<()> + 'a;
 
 /// Plan a COPY or ADD.
 #[allow(clippy::too_many_arguments)]
@@ -344,13 +352,16 @@ pub fn plan_copy(
         })
     };
     let mut n = 0usize;
-    let mut add_item = |src_root: &Path,
+    let mut add_item = |root: &Root,
                         rel: &str,
                         from_context: bool,
                         items: &mut Vec<CopyItem>,
                         key_parts: &mut Vec<String>|
      -> Result<()> {
-        let src = src_root.join(rel);
+        // Every directory on the way resolves inside the root; the source itself, when it is
+        // a symlink, is copied as a symlink.
+        let src_root = root.path();
+        let src = crate::fsops::source_in_root(src_root, Path::new(rel), false)?;
         let meta = std::fs::symlink_metadata(&src).map_err(|e| BuildError::io(&src, e))?;
         let staged = staging.join(format!("{n}"));
         n += 1;
@@ -409,12 +420,13 @@ pub fn plan_copy(
     // Where the sources come from.
     let from = spec.from.map(&x).transpose()?;
     let from_stage = from.as_deref().and_then(|f| stage_ref(f, stage_index));
-    let resolve_all = |root: &Path,
+    let resolve_all = |root_dir: &Path,
                        from_context: bool,
                        items: &mut Vec<CopyItem>,
                        key_parts: &mut Vec<String>,
                        add_item: &mut AddItem<'_>|
      -> Result<()> {
+        let root = Root::open(root_dir).map_err(|e| BuildError::io(root_dir, e))?;
         for s in &sources {
             if is_url(s) {
                 continue;
@@ -422,12 +434,12 @@ pub fn plan_copy(
             let cleaned = dockerfile::clean_path(s);
             let rel = cleaned.trim_start_matches('/');
             if from_context {
-                context_path(root, rel)?;
+                context_path(root_dir, rel)?;
             }
             let matches = if rel.is_empty() || rel == "." {
                 vec![String::new()]
             } else {
-                glob(root, rel)?
+                glob(&root, rel)?
             };
             let matches: Vec<String> = matches
                 .into_iter()
@@ -439,7 +451,7 @@ pub fn plan_copy(
                 )));
             }
             for m in matches {
-                add_item(root, &m, from_context, items, key_parts)?;
+                add_item(&root, &m, from_context, items, key_parts)?;
             }
         }
         Ok(())

@@ -749,9 +749,10 @@ fn build_stage(
                                         )?;
                                     builder
                                         .with_root(&other, from, |root| {
-                                            let inner = crate::fsops::resolve_in_root(
+                                            let inner = crate::fsops::source_in_root(
                                                 root,
                                                 &crate::fsops::clean_in_root(&source),
+                                                true,
                                             )?;
                                             context::stage_tree(&inner, &staged, &|_| false)?;
                                             Ok(staged.clone())
@@ -768,9 +769,10 @@ fn build_stage(
                                     )
                                     .map_err(|e| err(&e))?
                                     .ok_or_else(|| err(&format!("image {from} has no layers")))?;
-                                    crate::fsops::resolve_in_root(
+                                    crate::fsops::source_in_root(
                                         &root,
                                         &crate::fsops::clean_in_root(&source),
+                                        true,
                                     )
                                     .map_err(|e| err(&e))?
                                 };
@@ -786,8 +788,13 @@ fn build_stage(
                                 });
                                 continue;
                             }
-                            let src = context::context_path(&req.context, &source)
-                                .map_err(|e| err(&e))?;
+                            context::context_path(&req.context, &source).map_err(|e| err(&e))?;
+                            let src = crate::fsops::source_in_root(
+                                &req.context,
+                                &crate::fsops::clean_in_root(&source),
+                                true,
+                            )
+                            .map_err(|e| err(&e))?;
                             mount_keys.push(format!(
                                 "bind {target} {}",
                                 context::hash_tree(&src, req.ignored, &req.context)

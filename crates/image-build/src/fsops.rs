@@ -5,6 +5,8 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use fs_confine::Root;
+
 use crate::{BuildError, Result};
 
 /// Ownership and mode overrides of a COPY/ADD.
@@ -31,51 +33,34 @@ pub fn clean_in_root(path: &str) -> PathBuf {
     out
 }
 
-/// Resolve `rel` inside `root` following symlinks as if `root` were `/` (so a symlinked
-/// destination directory is honoured but cannot lead outside the root).
+/// Resolve a destination `rel` inside `root` following symlinks as if `root` were `/` (so a
+/// symlinked destination directory is honoured but cannot lead outside the root); the
+/// directories on the way are created where missing. The host path returned has no symlink
+/// in it, so path-based writes there stay inside the root.
 pub fn resolve_in_root(root: &Path, rel: &Path) -> Result<PathBuf> {
-    let mut resolved = PathBuf::new();
-    let mut pending: Vec<std::ffi::OsString> = rel
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            _ => None,
-        })
-        .collect();
-    let mut hops = 0;
-    while let Some(part) = pending.pop() {
-        if part == ".." {
-            resolved.pop();
-            continue;
-        }
-        let candidate = resolved.join(&part);
-        match std::fs::symlink_metadata(root.join(&candidate)) {
-            Ok(m) if m.file_type().is_symlink() => {
-                hops += 1;
-                if hops > 40 {
-                    return Err(BuildError::Invalid(format!(
-                        "too many symlinks resolving {}",
-                        rel.display()
-                    )));
-                }
-                let target = std::fs::read_link(root.join(&candidate))
-                    .map_err(|e| BuildError::io(&candidate, e))?;
-                if target.is_absolute() {
-                    resolved = PathBuf::new();
-                }
-                for c in target.components().rev() {
-                    match c {
-                        Component::Normal(n) => pending.push(n.to_os_string()),
-                        Component::ParentDir => pending.push("..".into()),
-                        _ => {}
-                    }
-                }
-            }
-            _ => resolved = candidate,
-        }
-    }
-    Ok(root.join(resolved))
+    let r = Root::open(root).map_err(|e| BuildError::io(root, e))?;
+    let resolved = r
+        .resolve_for_write(rel)
+        .map_err(|e| BuildError::io(&root.join(rel), e))?;
+    Ok(root.join(resolved.path()))
+}
+
+/// Resolve a source `rel` inside `root` (a build context, an image's or a stage's root) as
+/// [`resolve_in_root`] does, without creating anything: its host path, symlink-free, or a
+/// "not found" error. With `follow`, a last component that is a symlink is followed
+/// (re-rooted) too; otherwise it is kept, to be copied as a symlink.
+pub fn source_in_root(root: &Path, rel: &Path, follow: bool) -> Result<PathBuf> {
+    let r = Root::open(root).map_err(|e| BuildError::io(root, e))?;
+    let found = r
+        .host_path(rel, follow)
+        .map_err(|e| BuildError::io(&root.join(rel), e))?
+        .filter(|p| std::fs::symlink_metadata(p).is_ok());
+    found.ok_or_else(|| {
+        BuildError::Invalid(format!(
+            "failed to compute cache key: \"/{}\": not found",
+            rel.display()
+        ))
+    })
 }
 
 /// Create `dir` (inside the root, already resolved) and its missing parents as 0755 root.
@@ -188,6 +173,39 @@ mod tests {
             root.join("etc/passwd")
         );
         assert_eq!(clean_in_root("/a/../../b/./c"), PathBuf::from("b/c"));
+        // A destination below a missing directory reached through a symlink is created
+        // inside the root.
+        assert_eq!(
+            resolve_in_root(root, Path::new("escape/new/file")).unwrap(),
+            root.join("etc/new/file")
+        );
+        assert!(root.join("etc/new").is_dir());
+    }
+
+    #[test]
+    fn sources_resolve_inside_the_root_or_are_not_found() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("victim"), b"host secret").unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::fs::write(root.join("real/f"), b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../outside", root.join("rel")).unwrap();
+        std::os::unix::fs::symlink("real/f", root.join("lnk")).unwrap();
+        for hostile in ["abs/victim", "rel/victim", "abs/../outside/victim"] {
+            let err = source_in_root(&root, Path::new(hostile), true).unwrap_err();
+            assert!(err.to_string().contains("not found"), "{hostile}: {err}");
+        }
+        assert_eq!(
+            source_in_root(&root, Path::new("lnk"), false).unwrap(),
+            root.join("lnk")
+        );
+        assert_eq!(
+            source_in_root(&root, Path::new("lnk"), true).unwrap(),
+            root.join("real/f")
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! `USER` and `--chown` values resolved against the image's `/etc/passwd` and `/etc/group`.
 
+use std::io::Read;
 use std::path::Path;
+
+use fs_confine::Root;
 
 use crate::{BuildError, Result};
 
@@ -15,8 +18,16 @@ pub struct Ids {
     pub groups: Vec<u32>,
 }
 
-fn lookup(file: &Path, name: &str, field: usize) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(file).ok()?;
+/// A file of the image (`etc/passwd`), read with every symlink resolved inside the root.
+fn read_in_root(rootfs: &Path, rel: &str) -> Option<String> {
+    let mut f = Root::open(rootfs).ok()?.open_file(Path::new(rel)).ok()?;
+    let mut text = String::new();
+    f.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+fn lookup(text: Option<&str>, name: &str, field: usize) -> Option<Vec<String>> {
+    let text = text?;
     text.lines()
         .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
         .find(|f| f.len() > field && f[0] == name)
@@ -28,10 +39,11 @@ pub fn resolve(rootfs: &Path, spec: &str) -> Result<Ids> {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = rootfs.join("etc/passwd");
+    let passwd = read_in_root(rootfs, "etc/passwd");
+    let group_file = read_in_root(rootfs, "etc/group");
     let (uid, primary, name) = match user.parse::<u32>() {
         Ok(n) => {
-            let entry = std::fs::read_to_string(&passwd).ok().and_then(|t| {
+            let entry = passwd.as_deref().and_then(|t| {
                 t.lines()
                     .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
                     .find(|f| f.len() > 3 && f[2] == n.to_string())
@@ -43,7 +55,7 @@ pub fn resolve(rootfs: &Path, spec: &str) -> Result<Ids> {
             )
         }
         Err(_) => {
-            let f = lookup(&passwd, user, 3).ok_or_else(|| {
+            let f = lookup(passwd.as_deref(), user, 3).ok_or_else(|| {
                 BuildError::Invalid(format!(
                     "unable to find user {user}: no matching entries in passwd file"
                 ))
@@ -61,7 +73,7 @@ pub fn resolve(rootfs: &Path, spec: &str) -> Result<Ids> {
         None => primary,
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup(&rootfs.join("etc/group"), g, 2)
+            Err(_) => lookup(group_file.as_deref(), g, 2)
                 .and_then(|f| f[2].parse().ok())
                 .ok_or_else(|| {
                     BuildError::Invalid(format!(
@@ -72,7 +84,7 @@ pub fn resolve(rootfs: &Path, spec: &str) -> Result<Ids> {
     };
     let mut groups = Vec::new();
     if let (Some(name), None) = (&name, group)
-        && let Ok(text) = std::fs::read_to_string(rootfs.join("etc/group"))
+        && let Some(text) = &group_file
     {
         for l in text.lines() {
             let f: Vec<&str> = l.split(':').collect();

@@ -18,8 +18,8 @@ use crate::UnpackOptions;
 use crate::error::{UnpackError, display_name, fs_err};
 use crate::paths::{NameProblem, normalize};
 use crate::pax::{self, PaxRecords};
-use crate::root::{Dir, Root, dir_flags, list_dir, remove_all_at};
 use crate::stream::GuardError;
+use fs_confine::{Dir, Root, dir_flags, list_dir, remove_all_at};
 
 const COPY_BUF: usize = 256 * 1024;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -631,7 +631,7 @@ impl<'o> Applier<'o> {
         if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
             return Ok(());
         }
-        if depth >= crate::root::MAX_OPEN_DEPTH {
+        if depth >= fs_confine::MAX_OPEN_DEPTH {
             return Err(fs_err(
                 "prune",
                 path,

@@ -58,7 +58,6 @@ mod compression;
 mod error;
 mod paths;
 mod pax;
-mod root;
 mod stream;
 
 use std::cell::RefCell;
@@ -75,7 +74,7 @@ pub use paths::{MAX_DEPTH, MAX_NAME_LEN};
 pub use stream::{MAX_LONG_NAME_LEN, MAX_PAX_LEN};
 
 use apply::{Applier, read_err};
-use root::Root;
+use fs_confine::Root;
 use stream::{Guard, Hashing, Shared};
 
 const READ_BUF: usize = 128 * 1024;

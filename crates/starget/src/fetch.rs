@@ -4,14 +4,19 @@
 //! an interrupted run is reused: chunks already in it that verify are not fetched again.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use fs_confine::Root;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use oci_client::Reference;
 use oci_core::Digest;
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::error::StargetError;
 use crate::remote::Remote;
@@ -44,6 +49,16 @@ pub struct FetchStats {
     pub resumed_chunks: usize,
 }
 
+/// A regular file being filled: its `.partial` in the directory (inside the output root)
+/// that will hold it, renamed into place once complete and verified.
+struct Partial<'e> {
+    dir: OwnedFd,
+    partial_name: OsString,
+    name: OsString,
+    shown: PathBuf,
+    entry: &'e FileEntry,
+}
+
 struct Job {
     file: usize,
     chunk: Chunk,
@@ -64,39 +79,51 @@ pub async fn fetch(
     let io = |p: &Path, e: std::io::Error| StargetError::Io(format!("{}: {e}", p.display()));
     let mut stats = FetchStats::default();
     std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    // Every write goes through the output directory's root: a TOC entry whose path crosses a
+    // symlink written by an earlier entry (`lnk -> /outside`, then `lnk/file`) lands inside
+    // `out`, re-rooted there, never outside it.
+    let root = Root::open(out).map_err(|e| io(out, e))?;
     // Directories and links first; regular files get a .partial to fill.
-    let mut partials: Vec<(PathBuf, PathBuf, &FileEntry)> = Vec::new();
+    let mut partials: Vec<Partial> = Vec::new();
+    let mut files: Vec<std::fs::File> = Vec::new();
     let mut jobs_by_layer: BTreeMap<usize, Vec<Job>> = BTreeMap::new();
     for e in entries {
-        let dest = out.join(&e.path);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|er| io(parent, er))?;
-        }
+        let rel = Path::new(&e.path);
+        let shown = out.join(rel);
         match e.kind {
             Kind::Dir => {
-                std::fs::create_dir_all(&dest).map_err(|er| io(&dest, er))?;
+                let comps = fs_confine::components(rel);
+                let refs: Vec<&OsStr> = comps.iter().map(|c| c.as_os_str()).collect();
+                root.dir(&refs, true).map_err(|er| io(&shown, er))?;
                 stats.files += 1;
             }
             Kind::Symlink => {
-                let _ = std::fs::remove_file(&dest);
-                std::os::unix::fs::symlink(e.link.clone().unwrap_or_default(), &dest)
-                    .map_err(|er| io(&dest, er))?;
+                let (dir, name) = root.create_parent(rel).map_err(|er| io(&shown, er))?;
+                match rustix::fs::unlinkat(&dir.fd, &name, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(er) => return Err(io(&shown, er.into())),
+                }
+                rustix::fs::symlinkat(e.link.clone().unwrap_or_default(), &dir.fd, &name)
+                    .map_err(|er| io(&shown, er.into()))?;
                 stats.files += 1;
             }
             Kind::Hardlink | Kind::Other => {
                 tracing::debug!(path = %e.path, "skipped (hard link or special file)");
             }
             Kind::File => {
-                let partial = PathBuf::from(format!("{}.partial", dest.display()));
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .read(true)
-                    .write(true)
-                    .open(&partial)
-                    .map_err(|er| io(&partial, er))?;
-                let existing = f.metadata().map_err(|er| io(&partial, er))?.len();
-                f.set_len(e.size).map_err(|er| io(&partial, er))?;
+                let (dir, name) = root.create_parent(rel).map_err(|er| io(&shown, er))?;
+                let mut partial_name = name.clone();
+                partial_name.push(".partial");
+                let fd = rustix::fs::openat(
+                    &dir.fd,
+                    &partial_name,
+                    OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|er| io(&shown, er.into()))?;
+                let f = std::fs::File::from(fd);
+                let existing = f.metadata().map_err(|er| io(&shown, er))?.len();
+                f.set_len(e.size).map_err(|er| io(&shown, er))?;
                 let idx = partials.len();
                 for c in &e.chunks {
                     if existing >= c.chunk_offset + c.chunk_size && chunk_present(&f, c) {
@@ -108,7 +135,14 @@ pub async fn fetch(
                         chunk: c.clone(),
                     });
                 }
-                partials.push((partial, dest, e));
+                partials.push(Partial {
+                    dir: dir.fd,
+                    partial_name,
+                    name,
+                    shown,
+                    entry: e,
+                });
+                files.push(f);
             }
         }
     }
@@ -170,16 +204,6 @@ pub async fn fetch(
     } else {
         ProgressBar::hidden()
     };
-    let files: Vec<std::fs::File> = partials
-        .iter()
-        .map(|(p, _, _)| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .read(true)
-                .open(p)
-                .map_err(|e| io(p, e))
-        })
-        .collect::<Result<_, _>>()?;
     let files = Arc::new(files);
     let results: Vec<Result<(), StargetError>> = futures::stream::iter(requests)
         .map(|(layer, ranges, jobs)| {
@@ -245,28 +269,42 @@ pub async fn fetch(
     for r in results {
         r?;
     }
-    for ((partial, dest, e), f) in partials.iter().zip(files.iter()) {
-        f.sync_all().map_err(|er| io(partial, er))?;
+    for (p, f) in partials.iter().zip(files.iter()) {
+        f.sync_all().map_err(|er| io(&p.shown, er))?;
         if !opts.skip_verify
-            && let Some(want) = &e.digest
+            && let Some(want) = &p.entry.digest
         {
-            let got = Digest::of(
-                want.algorithm(),
-                &std::fs::read(partial).map_err(|er| io(partial, er))?,
-            );
+            let got = digest_of_file(f, want.algorithm()).map_err(|er| io(&p.shown, er))?;
             if &got != want {
                 return Err(StargetError::Corrupt(format!(
                     "{}: file digest {got} does not match the TOC's {want}",
-                    e.path
+                    p.entry.path
                 )));
             }
         }
-        std::fs::set_permissions(partial, std::fs::Permissions::from_mode(e.mode & 0o7777))
-            .map_err(|er| io(partial, er))?;
-        std::fs::rename(partial, dest).map_err(|er| io(dest, er))?;
+        rustix::fs::fchmod(f, Mode::from_raw_mode(p.entry.mode & 0o7777))
+            .map_err(|er| io(&p.shown, er.into()))?;
+        rustix::fs::renameat(&p.dir, &p.partial_name, &p.dir, &p.name)
+            .map_err(|er| io(&p.shown, er.into()))?;
         stats.files += 1;
     }
     Ok(stats)
+}
+
+/// The digest of a whole file, read in pieces (never held in memory at once).
+fn digest_of_file(f: &std::fs::File, alg: oci_core::Algorithm) -> std::io::Result<Digest> {
+    let mut h = alg.hasher();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    loop {
+        let n = f.read_at(&mut buf, off)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok(h.finish())
 }
 
 /// Whether a `.partial` already holds a chunk (its digest verifies).

@@ -367,3 +367,62 @@ fn dropped_connections_are_retried_and_partial_files_resume() {
         std::fs::read(out2.path().join("big.bin")).unwrap()
     );
 }
+
+/// A hostile image whose TOC holds symlinks out of the tree (`abs -> /…/outside`,
+/// `rel -> ../../…/outside`) followed by files below them: `starget get IMG / -o out` writes
+/// every file inside `out` (the links re-rooted there, as a chroot would), never outside it.
+#[test]
+fn toc_entries_below_hostile_symlinks_stay_inside_the_output_directory() {
+    let hb = Hb::new();
+    let registry = Registry::hyper();
+    let t = tempfile::tempdir().unwrap();
+    let outside = t.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let abs = outside.to_str().unwrap().to_string();
+    let rel = format!("{}{}", "../".repeat(12), abs.trim_start_matches('/'));
+    let tarball = t.path().join("hostile.tar");
+    entries_tar(
+        &tarball,
+        &[
+            TarEntry::Symlink("abs", &abs),
+            TarEntry::File("abs/pwned_abs", b"absolute\n"),
+            TarEntry::Symlink("rel", &rel),
+            TarEntry::File("rel/pwned_rel", b"relative\n"),
+            TarEntry::Dir("abs/made_dir"),
+        ],
+    );
+    let plain = format!("{}/evil/plain:1", registry.host());
+    let image = format!("{}/evil/stargz:1", registry.host());
+    hb.ok(&["import", tarball.to_str().unwrap(), &plain]);
+    hb.ok(&["convert", "--estargz", &plain, &image]);
+    hb.ok(&["push", &image]);
+    let listed = ok(starget(&["ls", &image])).0;
+    assert!(
+        listed.contains("abs/pwned_abs"),
+        "the TOC holds the entry:\n{listed}"
+    );
+    let out = t.path().join("out");
+    let res = starget(&["get", &image, "/", "-o", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{stderr}");
+    let inside = out.join(abs.trim_start_matches('/'));
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing was written outside the output directory"
+    );
+    assert_eq!(
+        std::fs::read(inside.join("pwned_abs")).unwrap(),
+        b"absolute\n"
+    );
+    assert_eq!(
+        std::fs::read(inside.join("pwned_rel")).unwrap(),
+        b"relative\n"
+    );
+    assert!(inside.join("made_dir").is_dir());
+    assert_eq!(
+        std::fs::read_link(out.join("abs")).unwrap(),
+        std::path::PathBuf::from(&abs),
+        "symlinks themselves are written as the image has them"
+    );
+}

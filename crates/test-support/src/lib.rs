@@ -636,6 +636,40 @@ pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
     tarball
 }
 
+/// One entry of a tarball written by [`entries_tar`].
+pub enum TarEntry<'a> {
+    /// A directory (mode 0755).
+    Dir(&'a str),
+    /// A regular file (mode 0644) and its bytes.
+    File(&'a str, &'a [u8]),
+    /// A symlink and its target, stored as written (hostile ones included).
+    Symlink(&'a str, &'a str),
+}
+
+/// A plain tarball at `path` holding exactly `entries`, in order, as written: no cleaning, so
+/// tests can build the hostile archives an attacker would (`lnk -> /outside`, then
+/// `lnk/file`).
+pub fn entries_tar(path: &Path, entries: &[TarEntry<'_>]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for e in entries {
+        match e {
+            TarEntry::Dir(name) => {
+                let mut h = header(tar::EntryType::Directory, 0o755, 0);
+                b.append_data(&mut h, name, std::io::empty()).unwrap();
+            }
+            TarEntry::File(name, data) => {
+                let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+                b.append_data(&mut h, name, *data).unwrap();
+            }
+            TarEntry::Symlink(name, target) => {
+                let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+                b.append_link(&mut h, name, target).unwrap();
+            }
+        }
+    }
+    b.finish().unwrap();
+}
+
 /// The repository's `examples/` directory.
 pub fn examples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
