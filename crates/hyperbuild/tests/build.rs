@@ -690,3 +690,128 @@ fn copy_link_heredoc_add_archive_and_url() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Every blob in the local store, decompressed when it is gzip, for searching layer bytes.
+fn store_blobs(hb: &Hb) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for path in walk_files(&hb.root().join("blobs")) {
+        let raw = std::fs::read(&path).unwrap();
+        if raw.starts_with(&[0x1f, 0x8b]) {
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut plain)
+                .unwrap();
+            out.push(plain);
+        } else {
+            out.push(raw);
+        }
+    }
+    out
+}
+
+/// The seven ways a context or a base image used to smuggle a host file into an image: a
+/// context symlink (absolute, or `..` out of the context) crossed by a plain source, a glob
+/// a directory copy or ADD of a local archive, and an image's absolute symlink crossed by `COPY --from` an image
+/// or a stage. The host's bytes must be in no layer; the image's own files are copied.
+#[test]
+fn copy_sources_never_escape_the_context_or_the_image_root() {
+    if !tools(&["tar"]) {
+        return;
+    }
+    let (registry, hb, base) = setup();
+    let work = tempfile::tempdir().unwrap();
+    // The host directory an attacker aims at, outside the context.
+    let host = work.path().join("host");
+    std::fs::create_dir_all(host.join("subdir")).unwrap();
+    let secret = b"HOST-SECRET-8f2c1e0b9d";
+    std::fs::write(host.join("victim"), secret).unwrap();
+    std::fs::write(host.join("subdir/victim"), secret).unwrap();
+    entries_tar(&host.join("bundle.tar"), &[TarEntry::File("inner", secret)]);
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::os::unix::fs::symlink(&host, ctx.join("abslink")).unwrap();
+    std::os::unix::fs::symlink("../host", ctx.join("rellink")).unwrap();
+
+    // A base image holding `/lnk -> <host dir>`, plus a real `/<host dir>/victim` of its own:
+    // resolved inside the image, the symlink reaches the image's file, not the host's.
+    let host_rel = host.to_str().unwrap().trim_start_matches('/').to_string();
+    let mut entries = vec![];
+    let mut acc = String::new();
+    for part in host_rel.split('/') {
+        acc = if acc.is_empty() {
+            part.to_string()
+        } else {
+            format!("{acc}/{part}")
+        };
+        entries.push(acc.clone());
+    }
+    let own = format!("{host_rel}/victim");
+    let mut tar_entries: Vec<TarEntry> = entries.iter().map(|d| TarEntry::Dir(d)).collect();
+    tar_entries.push(TarEntry::File(&own, b"the image's own file\n"));
+    tar_entries.push(TarEntry::Symlink("lnk", host.to_str().unwrap()));
+    let hostile_tar = work.path().join("hostile.tar");
+    entries_tar(&hostile_tar, &tar_entries);
+    let hostile = format!("{}/hostile:1", registry.host());
+    hb.ok(&["import", hostile_tar.to_str().unwrap(), &hostile]);
+
+    let cases: Vec<(&str, String)> = vec![
+        ("abs-file", "COPY abslink/victim /stolen".into()),
+        ("rel-file", "COPY rellink/victim /stolen".into()),
+        ("glob", "COPY abslink/* /stolen/".into()),
+        ("dir", "COPY rellink/subdir/ /stolen/".into()),
+        ("add-archive", "ADD abslink/bundle.tar /unpacked/".into()),
+        (
+            "from-image",
+            format!("COPY --from={hostile} /lnk/victim /stolen"),
+        ),
+        (
+            "from-stage",
+            format!("COPY --from=evil /lnk/victim /stolen"),
+        ),
+    ];
+    for (name, copy) in &cases {
+        let prelude = if *name == "from-stage" {
+            format!("FROM {hostile} AS evil\n")
+        } else {
+            String::new()
+        };
+        let dockerfile = format!("{prelude}FROM {base}\n{copy}\n");
+        let file = ctx.join(format!("{name}.Dockerfile"));
+        std::fs::write(&file, &dockerfile).unwrap();
+        let image = format!("escape-{name}:1");
+        let out = hb.run(&[
+            "build",
+            "-c",
+            ctx.to_str().unwrap(),
+            "-f",
+            file.to_str().unwrap(),
+            "-i",
+            &image,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if name.starts_with("from-") {
+            // Resolved inside the image: the image's own file is what is copied.
+            assert!(out.status.success(), "{name}: {stderr}");
+            let rootfs = work.path().join(format!("rootfs-{name}"));
+            hb.ok(&["unpack", &image, rootfs.to_str().unwrap()]);
+            assert_eq!(
+                std::fs::read(rootfs.join("stolen")).unwrap(),
+                b"the image's own file\n",
+                "{name}"
+            );
+        } else {
+            // Resolved inside the context, the symlink leads nowhere: the source is missing.
+            assert!(!out.status.success(), "{name} must fail: {dockerfile}");
+            assert!(
+                stderr.contains("not found") || stderr.contains("no source files"),
+                "{name}: {stderr}"
+            );
+        }
+    }
+    // Whatever was built, no blob in the store carries the host's bytes.
+    let leaked = store_blobs(&hb)
+        .iter()
+        .filter(|b| b.windows(secret.len()).any(|w| w == secret))
+        .count();
+    assert_eq!(leaked, 0, "host file bytes found in {leaked} blob(s)");
+    drop(registry);
+}
