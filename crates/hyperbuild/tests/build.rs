@@ -765,7 +765,7 @@ fn copy_sources_never_escape_the_context_or_the_image_root() {
         ),
         (
             "from-stage",
-            format!("COPY --from=evil /lnk/victim /stolen"),
+            "COPY --from=evil /lnk/victim /stolen".to_string(),
         ),
     ];
     for (name, copy) in &cases {
