@@ -939,6 +939,74 @@ async fn failed_logins_are_throttled() {
     assert!(!header(&r, "retry-after").is_empty());
 }
 
+/// A bearer token's scope bounds the management API too: the admin's token for
+/// `repository:public/x:pull` deletes nothing through `/api/v1`, a token with
+/// `registry:admin:*` does, and a non-admin never gets that scope.
+#[tokio::test]
+async fn management_api_honours_the_token_scope() {
+    let reg = Reg::start(Mode::Token).await;
+    seed(&reg, "team/app").await;
+    let tag = "/api/v1/registry/tags/team/app:v1";
+    let (narrow, _) = reg
+        .token(Who::User("root"), &["repository:public/x:pull"])
+        .await;
+    for (method, path) in [
+        (Method::DELETE, tag),
+        (Method::GET, tag),
+        (Method::GET, "/api/v1/registry/images"),
+        (Method::DELETE, "/api/v1/registry/images/team/app"),
+    ] {
+        let r = reg
+            .req(method.clone(), path)
+            .bearer_auth(&narrow)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+        let challenge = header(&r, "www-authenticate");
+        assert!(
+            challenge.contains("scope=\"registry:admin:*\"")
+                && challenge.contains("error=\"insufficient_scope\""),
+            "{challenge}"
+        );
+    }
+    assert!(
+        reg.manifest_digest("team/app", "v1").await.is_some(),
+        "the tag survived"
+    );
+    // A non-admin asking for the admin scope is granted nothing.
+    let (t, _) = reg.token(Who::User("bob"), &["registry:admin:*"]).await;
+    assert!(token_access(&t).is_empty());
+    let r = reg
+        .req(Method::GET, tag)
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // The admin's token with the admin scope works, and Basic keeps the admin's rights.
+    let (admin, _) = reg.token(Who::User("root"), &["registry:admin:*"]).await;
+    assert_eq!(
+        token_access(&admin),
+        vec![("registry:admin".to_string(), vec!["*".to_string()])]
+    );
+    let r = reg
+        .req(Method::GET, tag)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = reg
+        .req(Method::DELETE, tag)
+        .basic_auth("root", Some(password("root")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(reg.manifest_digest("team/app", "v1").await.is_none());
+}
+
 fn sign(reg: &Reg, claims: &serde_json::Value) -> String {
     let pem = std::fs::read(reg.root().join("token-signing-key-es256.pem")).unwrap();
     let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap();

@@ -48,6 +48,11 @@ use crate::throttle::{Throttle, VerifiedCache};
 /// How long a verified (user, password) pair skips bcrypt.
 pub const VERIFIED_TTL: Duration = Duration::from_secs(60);
 
+/// The scope a bearer token needs for the management API: `registry:admin:*`. The token
+/// service grants it to registry administrators who ask for it; without it an
+/// administrator's token is bound to the repositories it names, like anyone's.
+pub const ADMIN_SCOPE: &str = "registry:admin:*";
+
 /// Largest `POST /token` form accepted, in bytes.
 pub const MAX_TOKEN_FORM: usize = 64 << 10;
 
@@ -355,6 +360,10 @@ impl Auth {
                     .iter()
                     .any(|e| e.grants("repository", name, action.as_str())),
                 Resource::Catalog => access.iter().any(|e| e.grants("registry", "catalog", "*")),
+                // The scope bounds the token, and the rules bound the scope's holder.
+                Resource::Admin => {
+                    identity.admin && access.iter().any(|e| e.grants("registry", "admin", "*"))
+                }
             },
             None => self.rules.allows(identity, resource, action),
         }
@@ -386,22 +395,23 @@ impl Auth {
     }
 
     /// Authenticate and require an admin (for the management API): 401 with a challenge
-    /// without credentials, 403 DENIED for non-admins, 429 when throttled.
+    /// without credentials, 403 DENIED for non-admins, 401 `insufficient_scope` for a bearer
+    /// token without [`ADMIN_SCOPE`] (whoever it was issued to), 429 when throttled.
     pub async fn require_admin(
         &self,
         headers: &HeaderMap,
         ip: Option<IpAddr>,
     ) -> Result<Identity, Refusal> {
+        let scope = AccessEntry::parse_scope(ADMIN_SCOPE);
         let identity = self
             .authenticate(headers, ip)
             .await
-            .map_err(|f| self.refusal(f, headers, None))?;
-        if identity.is_anonymous() {
-            return Err(self.refusal(Failure::Unauthenticated, headers, None));
+            .map_err(|f| self.refusal(f, headers, scope.as_ref()))?;
+        if identity.is_anonymous() && identity.token_access.is_none() {
+            return Err(self.refusal(Failure::Unauthenticated, headers, scope.as_ref()));
         }
-        if !identity.admin {
-            return Err(self.refusal(Failure::Denied, headers, None));
-        }
+        self.check(&identity, &[(Resource::Admin, Action::Pull)])
+            .map_err(|f| self.refusal(f, headers, scope.as_ref()))?;
         Ok(identity)
     }
 
@@ -518,6 +528,12 @@ impl Auth {
                     .filter(|a| self.rules.allows(identity, &Resource::Repository(name), *a))
                     .map(|a| a.as_str().to_string())
                     .collect(),
+                ("registry", "admin")
+                    if want.actions.iter().any(|a| a == "*")
+                        && self.rules.allows(identity, &Resource::Admin, Action::Pull) =>
+                {
+                    vec!["*".to_string()]
+                }
                 ("registry", "catalog")
                     if want.actions.iter().any(|a| a == "*")
                         && self
@@ -818,19 +834,47 @@ mod tests {
                 "Basic realm=\"r\""
             }));
             if token {
-                // An admin's bearer token works too.
-                let (t, _) = auth
-                    .tokens
-                    .as_ref()
-                    .unwrap()
-                    .issue("ann", Vec::new())
-                    .unwrap();
-                let mut h = HeaderMap::new();
-                h.insert(
-                    header::AUTHORIZATION,
-                    HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+                let keys = auth.tokens.as_ref().unwrap();
+                let bearer = |sub: &str, access: Vec<AccessEntry>| {
+                    let (t, _) = keys.issue(sub, access).unwrap();
+                    let mut h = HeaderMap::new();
+                    h.insert(
+                        header::AUTHORIZATION,
+                        HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+                    );
+                    h
+                };
+                let admin_scope = || vec![AccessEntry::parse_scope(ADMIN_SCOPE).unwrap()];
+                // An admin's token works with the admin scope only.
+                assert!(
+                    auth.require_admin(&bearer("ann", admin_scope()), None)
+                        .await
+                        .unwrap()
+                        .admin
                 );
-                assert!(auth.require_admin(&h, None).await.unwrap().admin);
+                let narrow = vec![AccessEntry::parse_scope("repository:public/x:pull").unwrap()];
+                let r = auth
+                    .require_admin(&bearer("ann", narrow), None)
+                    .await
+                    .unwrap_err();
+                assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+                let challenge = r.headers[0].1.to_str().unwrap();
+                assert!(
+                    challenge.contains("scope=\"registry:admin:*\"")
+                        && challenge.contains("insufficient_scope"),
+                    "{challenge}"
+                );
+                // The scope does not make a non-admin an admin.
+                let r = auth
+                    .require_admin(&bearer("ben", admin_scope()), None)
+                    .await
+                    .unwrap_err();
+                assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+                // The token service grants it to admins who ask, and to no one else.
+                let ann = auth.rules.identity_of("ann");
+                let ben = auth.rules.identity_of("ben");
+                assert_eq!(auth.grant(&ann, &admin_scope()), admin_scope());
+                assert!(auth.grant(&ben, &admin_scope()).is_empty());
             }
         }
     }

@@ -157,6 +157,9 @@ pub enum Resource<'a> {
     Repository(&'a str),
     /// The repository listing (`/v2/_catalog`, scope `registry:catalog:*`).
     Catalog,
+    /// The management API (`/api/v1/registry/...`, scope `registry:admin:*`): registry
+    /// administrators only.
+    Admin,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +269,7 @@ impl Rules {
                 return action == Action::Pull
                     && (!identity.is_anonymous() || self.anonymous_pull_enabled());
             }
+            Resource::Admin => return false,
             Resource::Repository(r) => *r,
         };
         if action == Action::Pull && self.anonymous_pull.iter().any(|p| p.matches(repo)) {

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 
 use crate::{MgmtState, health, images, inspect, metrics};
 
@@ -70,13 +71,67 @@ pub async fn document(st: State<MgmtState>) -> Response {
 }
 
 /// This API's document with `extra` merged in (utoipa's `OpenApi::merge`: on a clash of
-/// paths or schema names, this API's win).
+/// paths or schema names, this API's win), and every operation's security stated.
 pub fn merged(extra: &[Arc<utoipa::openapi::OpenApi>]) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     for e in extra {
         doc.merge(e.as_ref().clone());
     }
+    state_security(&mut doc);
     doc
+}
+
+/// Name of the Basic security scheme in the document.
+pub const BASIC_SCHEME: &str = "basic";
+/// Name of the bearer-token security scheme in the document.
+pub const BEARER_SCHEME: &str = "bearer";
+
+/// Declare the two ways to authenticate, and give every operation that is not open
+/// (health, this document, metrics) its requirement: an administrator's Basic credentials,
+/// or a bearer token carrying `registry:admin:*`. Open operations need nothing.
+fn state_security(doc: &mut utoipa::openapi::OpenApi) {
+    let components = doc.components.get_or_insert_with(Default::default);
+    let mut basic = Http::new(HttpAuthScheme::Basic);
+    basic.description = Some(
+        "A registry administrator's user name and password (auth.admins). When \
+         authentication is off, no credentials are needed."
+            .into(),
+    );
+    components.add_security_scheme(BASIC_SCHEME, SecurityScheme::Http(basic));
+    let mut bearer = Http::new(HttpAuthScheme::Bearer);
+    bearer.bearer_format = Some("JWT".into());
+    bearer.description = Some(format!(
+        "A token from `GET /token?service=...&scope={}`, issued to a registry administrator. \
+         A token without that scope is refused with 401 `insufficient_scope`, whoever holds it.",
+        registry_auth::ADMIN_SCOPE
+    ));
+    components.add_security_scheme(BEARER_SCHEME, SecurityScheme::Http(bearer));
+    let open: Vec<(String, &str)> = crate::endpoints()
+        .into_iter()
+        .filter(|e| e.access == crate::Access::Open)
+        .map(|e| (e.method.to_string(), e.doc_path))
+        .collect();
+    let required = vec![
+        SecurityRequirement::new(BASIC_SCHEME, Vec::<String>::new()),
+        SecurityRequirement::new(BEARER_SCHEME, [registry_auth::ADMIN_SCOPE]),
+    ];
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [
+            ("GET", &mut item.get),
+            ("PUT", &mut item.put),
+            ("POST", &mut item.post),
+            ("DELETE", &mut item.delete),
+            ("OPTIONS", &mut item.options),
+            ("HEAD", &mut item.head),
+            ("PATCH", &mut item.patch),
+            ("TRACE", &mut item.trace),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
+            let is_open = open.iter().any(|(m, p)| m == method && p == path);
+            op.security = (!is_open).then(|| required.clone());
+        }
+    }
 }
 
 /// Every (method, path) the document describes, methods upper-case.
@@ -141,7 +196,13 @@ mod tests {
         #[openapi(paths(other), components(schemas(OtherError)), tags((name = "other", description = "Other.")))]
         struct OtherDoc;
 
-        assert!(merged(&[]) == ApiDoc::openapi());
+        assert!(
+            merged(&[])
+                .paths
+                .paths
+                .keys()
+                .eq(ApiDoc::openapi().paths.paths.keys())
+        );
         let doc = serde_json::to_value(merged(&[Arc::new(OtherDoc::openapi())])).unwrap();
         let mut ops: Vec<(String, String)> = Vec::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
@@ -164,6 +225,33 @@ mod tests {
                 .iter()
                 .any(|t| t["name"] == "other")
         );
+    }
+
+    #[test]
+    fn every_admin_operation_states_the_admin_scope_and_open_ones_none() {
+        let doc = serde_json::to_value(merged(&[])).unwrap();
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes[BASIC_SCHEME]["scheme"], "basic");
+        assert_eq!(schemes[BEARER_SCHEME]["scheme"], "bearer");
+        let mut admin = 0;
+        for e in crate::endpoints() {
+            let op = &doc["paths"][e.doc_path][e.method.as_str().to_lowercase()];
+            assert!(op.is_object(), "{} {}", e.method, e.doc_path);
+            match e.access {
+                crate::Access::Open => assert!(op.get("security").is_none(), "{}", e.doc_path),
+                crate::Access::Admin => {
+                    admin += 1;
+                    let bearer = op["security"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find_map(|r| r.get(BEARER_SCHEME))
+                        .unwrap_or_else(|| panic!("{} {}", e.method, e.doc_path));
+                    assert_eq!(bearer[0], registry_auth::ADMIN_SCOPE);
+                }
+            }
+        }
+        assert!(admin >= 6);
     }
 
     #[test]
