@@ -939,6 +939,79 @@ async fn failed_logins_are_throttled() {
     assert!(!header(&r, "retry-after").is_empty());
 }
 
+/// Forty concurrent guesses at one user's password, the right one among them, on Basic
+/// auth and on both forms of `/token`: at most the limit (5) are checked against the
+/// password, and the rest are answered 429 with Retry-After before any check.
+#[tokio::test]
+async fn concurrent_guesses_evaluate_at_most_the_limit() {
+    for (mode, endpoint) in [
+        (Mode::Basic, "/v2/"),
+        (Mode::Token, "GET /token"),
+        (Mode::Token, "POST /token"),
+    ] {
+        let reg = Reg::start_with(mode, 5, 60, "warn").await;
+        let guesses: Vec<String> = (0..40)
+            .map(|i| {
+                if i == 20 {
+                    password("alice").to_string()
+                } else {
+                    format!("guess-{i}")
+                }
+            })
+            .collect();
+        let sends = guesses.iter().map(|pw| {
+            let rb = match endpoint {
+                "/v2/" => reg.req(Method::GET, "/v2/").basic_auth("alice", Some(pw)),
+                "GET /token" => reg
+                    .req(
+                        Method::GET,
+                        &format!("/token?{}", qs(&[("service", SERVICE)])),
+                    )
+                    .basic_auth("alice", Some(pw)),
+                _ => reg
+                    .req(Method::POST, "/token")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(qs(&[
+                        ("grant_type", "password"),
+                        ("service", SERVICE),
+                        ("client_id", "test"),
+                        ("username", "alice"),
+                        ("password", pw),
+                    ])),
+            };
+            async move {
+                let r = rb.send().await.unwrap();
+                let retry = header(&r, "retry-after");
+                (r.status(), retry)
+            }
+        });
+        let answers = futures::future::join_all(sends).await;
+        let throttled = answers
+            .iter()
+            .filter(|(s, retry)| *s == StatusCode::TOO_MANY_REQUESTS && !retry.is_empty())
+            .count();
+        let evaluated = answers
+            .iter()
+            .filter(|(s, _)| matches!(*s, StatusCode::OK | StatusCode::UNAUTHORIZED))
+            .count();
+        println!("{endpoint}: {evaluated} evaluated, {throttled} throttled of 40");
+        assert_eq!(evaluated + throttled, 40, "{endpoint}: {answers:?}");
+        assert!(evaluated <= 5, "{endpoint}: {evaluated} passwords checked");
+        assert!(throttled >= 35, "{endpoint}");
+    }
+    // Forty concurrent requests with the right password are one check, not forty attempts:
+    // a client pushing layers in parallel is never throttled.
+    let reg = Reg::start_with(Mode::Basic, 5, 60, "warn").await;
+    let sends = (0..40).map(|_| {
+        let rb = reg
+            .req(Method::GET, "/v2/")
+            .basic_auth("bob", Some(password("bob")));
+        async move { rb.send().await.unwrap().status() }
+    });
+    let answers = futures::future::join_all(sends).await;
+    assert!(answers.iter().all(|s| *s == StatusCode::OK), "{answers:?}");
+}
+
 /// A bearer token's scope bounds the management API too: the admin's token for
 /// `repository:public/x:pull` deletes nothing through `/api/v1`, a token with
 /// `registry:admin:*` does, and a non-admin never gets that scope.

@@ -271,35 +271,48 @@ impl Auth {
         &self.rules
     }
 
-    /// Check a user name and password: throttling first (a locked name or address gets
-    /// `Throttled` even with the right password), then the cache, then bcrypt on a blocking
-    /// thread.
+    /// Check a user name and password. A name or address that is locked out gets
+    /// `Throttled` even with the right password. A pair that verified recently passes
+    /// without bcrypt; any other check is counted as an attempt *before* bcrypt runs (on a
+    /// blocking thread), so concurrent guesses evaluate at most the throttle's limit.
     pub async fn login(
         &self,
         user: &str,
         password: &str,
         ip: Option<IpAddr>,
     ) -> Result<Identity, Failure> {
-        if let Err(wait) = self.throttle.check_everywhere(Some(user), ip).await {
+        let refused = |wait| {
             tracing::info!(user, ip = ?ip, "login refused: too many failures");
-            return Err(Failure::Throttled(wait));
-        }
-        let ok = self.verified.hit(user, password) || {
-            let users = self.users.clone();
-            let (u, p) = (user.to_string(), password.to_string());
-            let ok = tokio::task::spawn_blocking(move || users.verify(&u, &p))
-                .await
-                .unwrap_or(false);
-            if ok {
-                self.verified.insert(user, password);
-            }
-            ok
+            Failure::Throttled(wait)
         };
+        self.throttle
+            .check_everywhere(Some(user), ip)
+            .await
+            .map_err(refused)?;
+        if self.verified.hit(user, password) {
+            return Ok(self.rules.identity_of(user));
+        }
+        let _turn = self.verified.verifying(user, password).await;
+        if self.verified.hit(user, password) {
+            return Ok(self.rules.identity_of(user));
+        }
+        let attempt = self
+            .throttle
+            .begin_everywhere(Some(user), ip)
+            .await
+            .map_err(refused)?;
+        let users = self.users.clone();
+        let (u, p) = (user.to_string(), password.to_string());
+        let ok = tokio::task::spawn_blocking(move || users.verify(&u, &p))
+            .await
+            .unwrap_or(false);
         if ok {
-            self.throttle.success_everywhere(user).await;
+            self.verified.insert(user, password);
+        }
+        self.throttle.end_everywhere(attempt, ok).await;
+        if ok {
             Ok(self.rules.identity_of(user))
         } else {
-            self.throttle.failure_everywhere(Some(user), ip).await;
             tracing::info!(user, ip = ?ip, "login failed");
             Err(Failure::BadCredentials)
         }
@@ -341,13 +354,13 @@ impl Auth {
         }
         match basic_credentials(value) {
             Ok((user, password)) => self.login(&user, &password, ip).await,
-            Err(()) => {
-                if let Err(wait) = self.throttle.check_everywhere(None, ip).await {
-                    return Err(Failure::Throttled(wait));
+            Err(()) => match self.throttle.begin_everywhere(None, ip).await {
+                Ok(attempt) => {
+                    self.throttle.end_everywhere(attempt, false).await;
+                    Err(Failure::BadCredentials)
                 }
-                self.throttle.failure_everywhere(None, ip).await;
-                Err(Failure::BadCredentials)
-            }
+                Err(wait) => Err(Failure::Throttled(wait)),
+            },
         }
     }
 

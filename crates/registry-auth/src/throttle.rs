@@ -1,6 +1,13 @@
 //! Failed-login throttling per user name and per client address, and a short-lived cache of
 //! successful password checks (bcrypt is deliberately slow).
 //!
+//! An attempt is counted *before* its password is checked ([`Throttle::begin`]): attempts in
+//! flight count against the limit like failures, so N concurrent guesses evaluate at most
+//! `maxfailures` passwords and the rest are refused at once. A success gives its attempt
+//! back. Concurrent checks of one (user, password) pair wait for a single evaluation
+//! ([`VerifiedCache::verifying`]), so a client sending many requests with the right
+//! password at once is not mistaken for a guesser.
+//!
 //! Counts are kept in this process and, when replicas share [`SharedCounters`] (Redis in the
 //! binary), there too: a guesser who spreads attempts over replicas meets the same limit as
 //! on one. The shared part fails open (a warning), as the local part still holds.
@@ -27,8 +34,56 @@ enum Key {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     failures: u32,
+    in_flight: u32,
     window_start: Instant,
     blocked_until: Option<Instant>,
+}
+
+impl Entry {
+    fn new(now: Instant) -> Entry {
+        Entry {
+            failures: 0,
+            in_flight: 0,
+            window_start: now,
+            blocked_until: None,
+        }
+    }
+
+    /// Forget an expired lock-out or window.
+    fn refresh(&mut self, now: Instant, window: Duration) {
+        if self.blocked_until.is_some_and(|u| u <= now) || now - self.window_start > window {
+            self.blocked_until = None;
+            self.failures = 0;
+            self.window_start = now;
+        }
+    }
+}
+
+/// One login attempt counted by [`Throttle::begin`]; [`Throttle::end`] records how it
+/// went. Dropped without `end` (the client went away mid-check), it is given back.
+#[derive(Debug)]
+#[must_use = "end the attempt with its outcome"]
+pub struct Attempt<'a> {
+    throttle: &'a Throttle,
+    user: Option<String>,
+    ip: Option<IpAddr>,
+    open: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.throttle
+                .settle(self.user.as_deref(), self.ip, Outcome::Abandoned);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Success,
+    Failure,
+    Abandoned,
 }
 
 /// Counters replicas share (in the binary: the coordinator's Redis cache).
@@ -101,16 +156,10 @@ impl Throttle {
         self.shared.read().clone()
     }
 
-    /// [`check`](Self::check) here, then in the shared counters.
-    pub async fn check_everywhere(
-        &self,
-        user: Option<&str>,
-        ip: Option<IpAddr>,
-    ) -> Result<(), u64> {
-        self.check(user, ip)?;
-        let Some(shared) = self.shared().filter(|_| self.max > 0) else {
-            return Ok(());
-        };
+    /// The lock-out wait, in seconds, that the shared counters hold for this name or
+    /// address, if any (fails open with a warning).
+    async fn shared_block(&self, user: Option<&str>, ip: Option<IpAddr>) -> Option<u64> {
+        let shared = self.shared().filter(|_| self.max > 0)?;
         let names: Vec<String> = Self::keys(user, ip)
             .map(|k| shared_name("block", &k))
             .collect();
@@ -118,31 +167,65 @@ impl Throttle {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "shared login throttle unavailable");
-                return Ok(());
+                return None;
             }
         };
         let now = unix_ms(SystemTime::now());
-        let wait_ms = values
+        values
             .into_iter()
             .flatten()
             .filter_map(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
             .filter(|until| *until > now)
-            .map(|until| until - now)
-            .max();
-        match wait_ms {
-            Some(ms) => Err(ms.div_ceil(1000).max(1)),
+            .map(|until| (until - now).div_ceil(1000).max(1))
+            .max()
+    }
+
+    /// [`check`](Self::check) here, then in the shared counters.
+    pub async fn check_everywhere(
+        &self,
+        user: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Result<(), u64> {
+        self.check(user, ip)?;
+        match self.shared_block(user, ip).await {
+            Some(wait) => Err(wait),
             None => Ok(()),
         }
     }
 
-    /// [`failure`](Self::failure) here and in the shared counters (a name or address that
-    /// reaches the limit there is locked out on every replica).
-    pub async fn failure_everywhere(&self, user: Option<&str>, ip: Option<IpAddr>) {
-        self.failure(user, ip);
+    /// [`begin`](Self::begin) here, refused too when the shared counters lock the name or
+    /// address out.
+    pub async fn begin_everywhere(
+        &self,
+        user: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Result<Attempt<'_>, u64> {
+        let attempt = self.begin(user, ip)?;
+        match self.shared_block(user, ip).await {
+            Some(wait) => Err(wait),
+            None => Ok(attempt),
+        }
+    }
+
+    /// [`end`](Self::end) here, and in the shared counters: a failure counts there (a name
+    /// or address that reaches the limit is locked out on every replica), a success clears
+    /// the name's count.
+    pub async fn end_everywhere(&self, attempt: Attempt<'_>, ok: bool) {
+        let (user, ip) = (attempt.user.clone(), attempt.ip);
+        self.end(attempt, ok);
         let Some(shared) = self.shared().filter(|_| self.max > 0) else {
             return;
         };
-        for key in Self::keys(user, ip) {
+        if ok {
+            if let Some(user) = user {
+                let name = shared_name("fail", &Key::User(user));
+                if let Err(e) = shared.delete(&[name]).await {
+                    tracing::warn!(error = %e, "shared login throttle unavailable");
+                }
+            }
+            return;
+        }
+        for key in Self::keys(user.as_deref(), ip) {
             let counted = shared.incr(&shared_name("fail", &key), self.window).await;
             let result = match counted {
                 Ok(n) if n >= u64::from(self.max) => {
@@ -162,18 +245,6 @@ impl Throttle {
                 tracing::warn!(error = %e, "shared login throttle unavailable");
                 return;
             }
-        }
-    }
-
-    /// [`success`](Self::success) here and in the shared counters.
-    pub async fn success_everywhere(&self, user: &str) {
-        self.success(user);
-        let Some(shared) = self.shared().filter(|_| self.max > 0) else {
-            return;
-        };
-        let name = shared_name("fail", &Key::User(user.to_string()));
-        if let Err(e) = shared.delete(&[name]).await {
-            tracing::warn!(error = %e, "shared login throttle unavailable");
         }
     }
 
@@ -201,47 +272,89 @@ impl Throttle {
         }
     }
 
-    /// Record a failed login.
-    pub fn failure(&self, user: Option<&str>, ip: Option<IpAddr>) {
+    /// Count a login attempt before its password is checked: `Err(seconds to wait)` when
+    /// the name or address is locked out, or when its failures plus the attempts already in
+    /// flight reach the limit (then the wait is 1 s: those attempts end quickly).
+    pub fn begin(&self, user: Option<&str>, ip: Option<IpAddr>) -> Result<Attempt<'_>, u64> {
+        let attempt = |open| Attempt {
+            throttle: self,
+            user: user.map(str::to_string),
+            ip,
+            open,
+        };
         if self.max == 0 {
-            return;
+            return Ok(attempt(false));
         }
         let now = Instant::now();
         let mut entries = self.entries.lock();
         if entries.len() >= MAX_TRACKED {
             let window = self.window;
             entries.retain(|_, e| {
-                e.blocked_until.is_some_and(|u| u > now) || now - e.window_start < window
+                e.in_flight > 0
+                    || e.blocked_until.is_some_and(|u| u > now)
+                    || now - e.window_start < window
             });
         }
+        let mut wait: Option<u64> = None;
         for key in Self::keys(user, ip) {
-            let e = entries.entry(key).or_insert(Entry {
-                failures: 0,
-                window_start: now,
-                blocked_until: None,
-            });
-            if e.blocked_until.is_some_and(|u| u <= now) {
-                e.blocked_until = None;
-                e.failures = 0;
-                e.window_start = now;
+            let e = entries.entry(key).or_insert_with(|| Entry::new(now));
+            e.refresh(now, self.window);
+            let w = match e.blocked_until {
+                Some(until) => Some(((until - now).as_secs_f64().ceil() as u64).max(1)),
+                None if e.failures + e.in_flight >= self.max => Some(1),
+                None => None,
+            };
+            wait = wait.max(w);
+        }
+        if let Some(w) = wait {
+            return Err(w);
+        }
+        for key in Self::keys(user, ip) {
+            if let Some(e) = entries.get_mut(&key) {
+                e.in_flight += 1;
             }
-            if now - e.window_start > self.window {
-                e.failures = 0;
-                e.window_start = now;
-            }
-            e.failures += 1;
-            if e.failures >= self.max {
-                e.blocked_until = Some(now + self.backoff);
-            }
+        }
+        Ok(attempt(true))
+    }
+
+    /// Record how an attempt went: a failure counts (and locks out at the limit); a success
+    /// forgets the name's failures and gives the address its attempt back.
+    pub fn end(&self, mut attempt: Attempt<'_>, ok: bool) {
+        if attempt.open {
+            attempt.open = false;
+            let outcome = if ok {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            };
+            self.settle(attempt.user.as_deref(), attempt.ip, outcome);
         }
     }
 
-    /// Record a successful login: the user name's failures are forgotten.
-    pub fn success(&self, user: &str) {
-        if self.max == 0 {
-            return;
+    fn settle(&self, user: Option<&str>, ip: Option<IpAddr>, outcome: Outcome) {
+        let now = Instant::now();
+        let mut entries = self.entries.lock();
+        for key in Self::keys(user, ip) {
+            let is_user = matches!(key, Key::User(_));
+            let Some(e) = entries.get_mut(&key) else {
+                continue;
+            };
+            e.in_flight = e.in_flight.saturating_sub(1);
+            e.refresh(now, self.window);
+            match outcome {
+                Outcome::Failure => {
+                    e.failures += 1;
+                    if e.failures >= self.max {
+                        e.blocked_until = Some(now + self.backoff);
+                    }
+                }
+                Outcome::Success if is_user => e.failures = 0,
+                Outcome::Success | Outcome::Abandoned => {}
+            }
+            if e.failures == 0 && e.in_flight == 0 && e.blocked_until.is_none() {
+                entries.remove(&key);
+            }
         }
-        self.entries.lock().remove(&Key::User(user.to_string()));
     }
 }
 
@@ -252,6 +365,33 @@ pub struct VerifiedCache {
     salt: [u8; 16],
     ttl: Duration,
     entries: Mutex<HashMap<[u8; 32], Instant>>,
+    pending: Arc<Mutex<PendingChecks>>,
+}
+
+/// Checks in progress, by pair key: one turn lock each.
+type PendingChecks = HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>;
+
+/// The right to check one (user, password) pair: holders of the same pair take turns (see
+/// [`VerifiedCache::verifying`]).
+#[derive(Debug)]
+pub struct Verifying {
+    key: [u8; 32],
+    pending: Arc<Mutex<PendingChecks>>,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Verifying {
+    fn drop(&mut self) {
+        let mut pending = self.pending.lock();
+        drop(self.turn.take());
+        // Nobody else waits for this pair (the map's reference is the last): forget it.
+        if pending
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            pending.remove(&self.key);
+        }
+    }
 }
 
 /// Most cached verifications.
@@ -264,6 +404,28 @@ impl VerifiedCache {
             salt: *uuid::Uuid::new_v4().as_bytes(),
             ttl,
             entries: Mutex::new(HashMap::new()),
+            pending: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Wait for the turn to check this pair: concurrent checks of one pair run one after
+    /// another, so that all but the first find the pair in the cache (when it verified)
+    /// instead of each spending an attempt and a bcrypt.
+    pub async fn verifying(&self, user: &str, password: &str) -> Verifying {
+        let key = self.key(user, password);
+        let lock = {
+            let mut pending = self.pending.lock();
+            if pending.len() >= MAX_CACHED {
+                // Left by waiters that went away: nobody holds or waits for them.
+                pending.retain(|_, m| Arc::strong_count(m) > 1);
+            }
+            pending.entry(key).or_default().clone()
+        };
+        let turn = lock.lock_owned().await;
+        Verifying {
+            key,
+            pending: self.pending.clone(),
+            turn: Some(turn),
         }
     }
 
@@ -305,41 +467,110 @@ impl VerifiedCache {
 mod tests {
     use super::*;
 
-    #[test]
-    fn locks_after_max_failures_per_user_and_ip() {
-        let t = Throttle::new(&ThrottleConfig {
-            maxfailures: 3,
+    fn throttle(max: u32) -> Throttle {
+        Throttle::new(&ThrottleConfig {
+            maxfailures: max,
             window: 60,
             backoff: 30,
-        });
+        })
+    }
+
+    fn fail(t: &Throttle, user: Option<&str>, ip: Option<IpAddr>) {
+        let a = t.begin(user, ip).unwrap();
+        t.end(a, false);
+    }
+
+    #[test]
+    fn locks_after_max_failures_per_user_and_ip() {
+        let t = throttle(3);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        for _ in 0..2 {
+        for _ in 0..3 {
             assert!(t.check(Some("eve"), Some(ip)).is_ok());
-            t.failure(Some("eve"), Some(ip));
+            fail(&t, Some("eve"), Some(ip));
         }
-        assert!(t.check(Some("eve"), Some(ip)).is_ok());
-        t.failure(Some("eve"), Some(ip));
         let wait = t.check(Some("eve"), Some(ip)).unwrap_err();
         assert!((29..=30).contains(&wait), "{wait}");
+        assert!(t.begin(Some("eve"), Some(ip)).is_err());
         // The name is locked from any address, the address for any name.
         assert!(t.check(Some("eve"), Some(other)).is_err());
         assert!(t.check(Some("alice"), Some(ip)).is_err());
         assert!(t.check(Some("alice"), Some(other)).is_ok());
-        // A success clears the name's counter but not a lock on the address.
-        t.failure(Some("bob"), Some(other));
-        t.success("bob");
+        // A success clears the name's counter.
+        fail(&t, Some("bob"), Some(other));
+        let a = t.begin(Some("bob"), Some(other)).unwrap();
+        t.end(a, true);
         assert!(t.check(Some("bob"), None).is_ok());
 
-        let off = Throttle::new(&ThrottleConfig {
-            maxfailures: 0,
-            window: 60,
-            backoff: 30,
-        });
+        let off = throttle(0);
         for _ in 0..10 {
-            off.failure(Some("eve"), Some(ip));
+            fail(&off, Some("eve"), Some(ip));
         }
         assert!(off.check(Some("eve"), Some(ip)).is_ok());
+    }
+
+    #[test]
+    fn attempts_in_flight_count_against_the_limit() {
+        let t = throttle(5);
+        let ip: IpAddr = "10.0.0.3".parse().unwrap();
+        // Forty concurrent guesses: five are let through to the password check.
+        let mut admitted = Vec::new();
+        let mut refused = 0;
+        for _ in 0..40 {
+            match t.begin(Some("eve"), Some(ip)) {
+                Ok(a) => admitted.push(a),
+                Err(wait) => {
+                    assert_eq!(wait, 1);
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!((admitted.len(), refused), (5, 35));
+        // They fail: the name is locked out for the backoff.
+        for a in admitted {
+            t.end(a, false);
+        }
+        assert!(t.check(Some("eve"), None).unwrap_err() >= 29);
+        // An attempt dropped unfinished (the client went away) is given back.
+        let other: IpAddr = "10.0.0.4".parse().unwrap();
+        let held: Vec<_> = (0..5)
+            .map(|_| t.begin(Some("ann"), Some(other)).unwrap())
+            .collect();
+        assert!(t.begin(Some("ann"), Some(other)).is_err());
+        drop(held);
+        assert!(t.begin(Some("ann"), Some(other)).is_ok());
+        // Successes give the address its attempts back: a busy client never locks itself out.
+        let ci: IpAddr = "10.0.0.5".parse().unwrap();
+        for _ in 0..50 {
+            let a = t.begin(Some("ci"), Some(ci)).unwrap();
+            t.end(a, true);
+        }
+        assert!(t.check(Some("ci"), Some(ci)).is_ok());
+        assert!(
+            t.entries.lock().get(&Key::Ip(ci)).is_none(),
+            "nothing left to track"
+        );
+    }
+
+    #[tokio::test]
+    async fn checks_of_one_pair_take_turns() {
+        let c = Arc::new(VerifiedCache::new(Duration::from_secs(60)));
+        let first = c.verifying("alice", "pw").await;
+        // Another pair is not held up.
+        drop(c.verifying("alice", "other").await);
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                let _turn = c.verifying("alice", "pw").await;
+                c.hit("alice", "pw")
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "waits for the first check");
+        c.insert("alice", "pw");
+        drop(first);
+        assert!(waiter.await.unwrap(), "finds the first check's result");
+        assert!(c.pending.lock().is_empty(), "nothing left pending");
     }
 
     #[test]
@@ -399,11 +630,15 @@ mod tests {
         a.share(shared.clone());
         b.share(shared.clone());
         let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        async fn fail(t: &Throttle, user: &str, ip: Option<IpAddr>) {
+            let a = t.begin_everywhere(Some(user), ip).await.unwrap();
+            t.end_everywhere(a, false).await;
+        }
         // Two failures on one replica, one on the other: the limit is reached.
-        a.failure_everywhere(Some("eve"), Some(ip)).await;
-        a.failure_everywhere(Some("eve"), Some(ip)).await;
+        fail(&a, "eve", Some(ip)).await;
+        fail(&a, "eve", Some(ip)).await;
         assert!(b.check_everywhere(Some("eve"), Some(ip)).await.is_ok());
-        b.failure_everywhere(Some("eve"), None).await;
+        fail(&b, "eve", None).await;
         for t in [&a, &b] {
             let wait = t.check_everywhere(Some("eve"), None).await.unwrap_err();
             assert!((29..=30).contains(&wait), "{wait}");
@@ -415,10 +650,11 @@ mod tests {
         // Nothing names the user in the shared keys.
         assert!(shared.0.lock().keys().all(|k| !k.contains("eve")));
         // A success clears the shared count of the name.
-        c.failure_everywhere(Some("bob"), None).await;
-        c.success_everywhere("bob").await;
-        b.failure_everywhere(Some("bob"), None).await;
-        b.failure_everywhere(Some("bob"), None).await;
+        fail(&c, "bob", None).await;
+        let ok = c.begin_everywhere(Some("bob"), None).await.unwrap();
+        c.end_everywhere(ok, true).await;
+        fail(&b, "bob", None).await;
+        fail(&b, "bob", None).await;
         assert!(a.check_everywhere(Some("bob"), None).await.is_ok());
     }
 }
