@@ -528,6 +528,58 @@ async fn deletes_follow_the_registry_policy() {
     }
 }
 
+/// Whatever the PUT accepts, the management API can read back: a manifest with a
+/// 5,000-deep unknown field is refused with MANIFEST_INVALID (it used to be stored, and then
+/// broke `GET /api/v1/registry/tags/...` with a 500); one within the bound is served, and
+/// so is a tag whose config blob is too deep to read (its facts are left out).
+#[tokio::test]
+async fn stored_json_is_read_back_within_the_bounds_it_was_accepted_with() {
+    let s = Server::start().await;
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let cd = s.push_blob("deep/app", config).await;
+    let ld = s.push_blob("deep/app", b"layer").await;
+    let with_field = |levels: usize| {
+        let m = image_manifest(&cd, config.len(), &[(ld.clone(), 5)], None);
+        let text = String::from_utf8(m).unwrap();
+        let deep = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        format!(
+            "{},\"x-deep\":{deep}}}",
+            text.trim_end().trim_end_matches('}')
+        )
+        .into_bytes()
+    };
+    let r = s
+        .put_manifest("deep/app", "v1", OCI_MANIFEST, &with_field(5000))
+        .await;
+    assert_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    let (status, _, _) = get_json(&s, "/api/v1/registry/tags/deep/app:v1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let r = s
+        .put_manifest("deep/app", "v1", OCI_MANIFEST, &with_field(40))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (status, _, v) = get_json(&s, "/api/v1/registry/tags/deep/app:v1").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(v["manifest"]["x-deep"].is_array());
+    assert_eq!(v["architecture"], "amd64");
+
+    // A config blob is not checked at upload (a blob is bytes); a deep one is skipped.
+    let deep_config = format!(
+        "{{\"architecture\":\"arm64\",\"os\":\"linux\",\"x\":{}1{}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let dc = s.push_blob("deep/app", deep_config.as_bytes()).await;
+    let m = image_manifest(&dc, deep_config.len(), &[(ld.clone(), 5)], None);
+    let r = s.put_manifest("deep/app", "v2", OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (status, _, v) = get_json(&s, "/api/v1/registry/tags/deep/app:v2").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(v.get("architecture").is_none_or(Value::is_null), "{v}");
+    let (status, _, _) = get_json(&s, "/api/v1/registry/images/deep/app").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn openapi_document_matches_the_routes() {
     let s = Server::start().await;

@@ -2,9 +2,11 @@
 //!
 //! - [`digest`]: content digests (`sha256`, `sha512`), parsing and streaming hashing.
 //! - [`name`]: repository-name and tag grammar from the distribution spec.
+//! - [`json`]: JSON read under the same depth and size bounds when accepted and read back.
 //! - [`manifest`]: media types and the parts of manifests a registry must understand.
 
 pub mod digest;
+pub mod json;
 pub mod manifest;
 pub mod name;
 

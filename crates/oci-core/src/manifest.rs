@@ -113,6 +113,7 @@ pub struct ParsedManifest {
 impl ParsedManifest {
     /// Parse and check a manifest body against its `Content-Type`.
     pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, ManifestError> {
+        crate::json::check_depth(body).map_err(|e| ManifestError::Invalid(e.to_string()))?;
         let raw: RawManifest = serde_json::from_slice(body)?;
         if raw.schema_version != Some(2) {
             if raw.schema_version == Some(1) {

@@ -56,7 +56,8 @@ pub struct TagDetail {
     pub platforms: Option<Vec<PlatformEntry>>,
     /// Manifests whose subject is this one (signatures, SBOMs...).
     pub referrers: Vec<ReferrerEntry>,
-    /// The manifest JSON.
+    /// The manifest JSON; `null` for a manifest nested deeper than readers allow (one
+    /// stored before the registry refused such manifests at PUT).
     #[schema(value_type = Object)]
     pub manifest: serde_json::Value,
 }
@@ -154,7 +155,7 @@ async fn read_config(
             config.digest
         )));
     }
-    Ok(serde_json::from_slice(&buf).ok())
+    Ok(oci_core::json::from_slice(&buf, MAX_CONFIG_SIZE as usize).ok())
 }
 
 fn text(v: Option<&serde_json::Value>, key: &str) -> Option<String> {
@@ -213,12 +214,21 @@ pub async fn inspect_tag(st: &AppState, repo: &str, tag: &str) -> ApiResult<Opti
         return Ok(None);
     };
     let body = manifest_bytes(st, &summary.digest).await?;
-    let manifest: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-        corrupt(format!(
-            "stored manifest {} is not JSON: {e}",
-            summary.digest
-        ))
-    })?;
+    // Parsed under the bounds the PUT applies; a manifest stored before they held (deeper
+    // than a reader can keep) is described without its body rather than failing the call.
+    let manifest = match oci_core::json::from_slice::<serde_json::Value>(&body, usize::MAX) {
+        Ok(v) => v,
+        Err(oci_core::json::JsonError::Syntax(e)) => {
+            return Err(corrupt(format!(
+                "stored manifest {} is not JSON: {e}",
+                summary.digest
+            )));
+        }
+        Err(e) => {
+            tracing::warn!(digest = %summary.digest, error = %e, "stored manifest not shown");
+            serde_json::Value::Null
+        }
+    };
     let mut detail = TagDetail {
         repository: repo.to_string(),
         tag: tag.to_string(),
