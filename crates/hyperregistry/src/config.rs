@@ -42,6 +42,14 @@ pub struct HttpConfig {
     pub addr: String,
     /// Requests writing blob data at once (0 = unlimited); beyond it, 429 TOOMANYREQUESTS.
     pub maxconcurrentuploads: usize,
+    /// `http.timeouts.*`
+    pub timeouts: TimeoutsConfig,
+    /// Connections from one client address at once (0 = no cap); beyond it, new ones are
+    /// closed at accept.
+    pub maxconnsperip: usize,
+    /// Manifest bytes being received across all requests (0 = unlimited); beyond it, 429
+    /// TOOMANYREQUESTS with Retry-After.
+    pub maxmanifestbytesinflight: usize,
 }
 
 impl Default for HttpConfig {
@@ -49,7 +57,52 @@ impl Default for HttpConfig {
         HttpConfig {
             addr: "0.0.0.0:5000".into(),
             maxconcurrentuploads: 0,
+            timeouts: TimeoutsConfig::default(),
+            maxconnsperip: 0,
+            maxmanifestbytesinflight: registry_api::DEFAULT_MANIFEST_BYTES_IN_FLIGHT,
         }
+    }
+}
+
+/// `http.timeouts.*`, in seconds (0 turns one off).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TimeoutsConfig {
+    /// A request head must arrive whole within this time of its first byte.
+    pub header: u64,
+    /// A connection with no request in progress is closed after this long without a byte.
+    pub idle: u64,
+    /// An upload body must bring `bodyminbytes` in every window of this length.
+    pub body: u64,
+    /// Bytes an upload body must bring per `body` window.
+    pub bodyminbytes: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            header: 10,
+            idle: 60,
+            body: 30,
+            bodyminbytes: 1024,
+        }
+    }
+}
+
+impl TimeoutsConfig {
+    /// Seconds as a duration, `None` for 0 (off).
+    fn secs(s: u64) -> Option<std::time::Duration> {
+        (s > 0).then(|| std::time::Duration::from_secs(s))
+    }
+
+    /// The header timeout, if on.
+    pub fn header(&self) -> Option<std::time::Duration> {
+        Self::secs(self.header)
+    }
+
+    /// The idle timeout, if on.
+    pub fn idle(&self) -> Option<std::time::Duration> {
+        Self::secs(self.idle)
     }
 }
 
@@ -335,6 +388,13 @@ impl Config {
             delete_enabled: self.storage.delete.enabled,
             read_only: self.storage.maintenance.readonly.enabled,
             max_concurrent_uploads: self.http.maxconcurrentuploads,
+            upload_stall: TimeoutsConfig::secs(self.http.timeouts.body).map(|window| {
+                registry_api::stall::StallLimit {
+                    window,
+                    min_bytes: self.http.timeouts.bodyminbytes,
+                }
+            }),
+            max_manifest_bytes_in_flight: self.http.maxmanifestbytesinflight,
         }
     }
 

@@ -4,12 +4,12 @@
 //! listens on `0.0.0.0:5000`.
 
 mod config;
+mod listener;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use registry_api::AppState;
 use registry_coord::{Coordinator, RedisCoordinator};
@@ -20,6 +20,37 @@ use registry_storage::{
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Backend, Config};
+
+#[cfg(all(feature = "jemalloc", feature = "mimalloc"))]
+compile_error!("choose one allocator feature: jemalloc or mimalloc");
+
+/// The default allocator: jemalloc, which returns freed pages to the system (see
+/// bench/alloc.sh for the measurements against the system allocator and mimalloc).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options: a background thread purges freed pages after about a second, so
+/// that resident memory falls back after a burst even when the server then goes idle
+/// (without it, purging waits for allocations that an idle server does not make).
+#[cfg(feature = "jemalloc")]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_CONF: JemallocConf =
+    JemallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000".as_ptr());
+
+/// A C string that jemalloc reads at start-up.
+#[cfg(feature = "jemalloc")]
+#[repr(transparent)]
+struct JemallocConf(*const std::ffi::c_char);
+
+// SAFETY: it points to a constant that nothing writes.
+#[cfg(feature = "jemalloc")]
+unsafe impl Sync for JemallocConf {}
+
+/// mimalloc, as measured against the others in bench/alloc.sh.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Command line.
 #[derive(Parser)]
@@ -200,18 +231,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     );
     let listener = tokio::net::TcpListener::bind(&cfg.http.addr)
         .await
-        .with_context(|| format!("listening on {}", cfg.http.addr))?
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        .with_context(|| format!("listening on {}", cfg.http.addr))?;
     tracing::info!(addr = %cfg.http.addr, root = %root.display(), "hyperregistry listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving HTTP")?;
+    let hygiene = listener::Hygiene {
+        header: cfg.http.timeouts.header(),
+        idle: cfg.http.timeouts.idle(),
+        max_per_ip: cfg.http.maxconnsperip,
+    };
+    listener::serve(listener, app, hygiene, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
     notifier.shutdown(std::time::Duration::from_secs(5)).await;
     meta.close().await;
     tracing::info!("stopped");

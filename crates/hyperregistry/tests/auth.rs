@@ -939,9 +939,9 @@ async fn failed_logins_are_throttled() {
     assert!(!header(&r, "retry-after").is_empty());
 }
 
-/// Forty concurrent guesses at one user's password, the right one among them, on Basic
-/// auth and on both forms of `/token`: at most the limit (5) are checked against the
-/// password, and the rest are answered 429 with Retry-After before any check.
+/// Forty concurrent wrong guesses at one user's password, on Basic auth and on both forms
+/// of `/token`: at most the limit (5) are checked against the password, the rest are
+/// answered 429 with Retry-After before any check, and then the right password is too.
 #[tokio::test]
 async fn concurrent_guesses_evaluate_at_most_the_limit() {
     for (mode, endpoint) in [
@@ -950,35 +950,28 @@ async fn concurrent_guesses_evaluate_at_most_the_limit() {
         (Mode::Token, "POST /token"),
     ] {
         let reg = Reg::start_with(mode, 5, 60, "warn").await;
-        let guesses: Vec<String> = (0..40)
-            .map(|i| {
-                if i == 20 {
-                    password("alice").to_string()
-                } else {
-                    format!("guess-{i}")
-                }
-            })
-            .collect();
+        let guesses: Vec<String> = (0..40).map(|i| format!("guess-{i}")).collect();
+        let build = |pw: &str| match endpoint {
+            "/v2/" => reg.req(Method::GET, "/v2/").basic_auth("alice", Some(pw)),
+            "GET /token" => reg
+                .req(
+                    Method::GET,
+                    &format!("/token?{}", qs(&[("service", SERVICE)])),
+                )
+                .basic_auth("alice", Some(pw)),
+            _ => reg
+                .req(Method::POST, "/token")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(qs(&[
+                    ("grant_type", "password"),
+                    ("service", SERVICE),
+                    ("client_id", "test"),
+                    ("username", "alice"),
+                    ("password", pw),
+                ])),
+        };
         let sends = guesses.iter().map(|pw| {
-            let rb = match endpoint {
-                "/v2/" => reg.req(Method::GET, "/v2/").basic_auth("alice", Some(pw)),
-                "GET /token" => reg
-                    .req(
-                        Method::GET,
-                        &format!("/token?{}", qs(&[("service", SERVICE)])),
-                    )
-                    .basic_auth("alice", Some(pw)),
-                _ => reg
-                    .req(Method::POST, "/token")
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(qs(&[
-                        ("grant_type", "password"),
-                        ("service", SERVICE),
-                        ("client_id", "test"),
-                        ("username", "alice"),
-                        ("password", pw),
-                    ])),
-            };
+            let rb = build(pw);
             async move {
                 let r = rb.send().await.unwrap();
                 let retry = header(&r, "retry-after");
@@ -998,6 +991,10 @@ async fn concurrent_guesses_evaluate_at_most_the_limit() {
         assert_eq!(evaluated + throttled, 40, "{endpoint}: {answers:?}");
         assert!(evaluated <= 5, "{endpoint}: {evaluated} passwords checked");
         assert!(throttled >= 35, "{endpoint}");
+        // The right password now waits out the lock-out like any other.
+        let r = build(password("alice")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{endpoint}");
+        assert!(!header(&r, "retry-after").is_empty());
     }
     // Forty concurrent requests with the right password are one check, not forty attempts:
     // a client pushing layers in parallel is never throttled.

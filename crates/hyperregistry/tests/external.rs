@@ -927,10 +927,20 @@ async fn openapi_document_covers_external_registries_and_replication() {
     assert_eq!(doc["openapi"], "3.1.0");
 
     // The served document carries registry-external's description unchanged, alongside the
-    // management API's (no schema name clashes: merging would keep the first).
+    // management API's (no schema name clashes: merging would keep the first), with only
+    // each operation's security added: every external operation is for admins.
     let own = serde_json::to_value(registry_external::openapi()).unwrap();
     for (path, item) in own["paths"].as_object().unwrap() {
-        assert_eq!(&doc["paths"][path], item, "{path}");
+        let mut served = doc["paths"][path].clone();
+        for (method, op) in served.as_object_mut().unwrap() {
+            let security = op.as_object_mut().unwrap().remove("security");
+            assert_eq!(
+                security,
+                Some(json!([{"basic": []}, {"bearer": ["registry:admin:*"]}])),
+                "{method} {path}"
+            );
+        }
+        assert_eq!(&served, item, "{path}");
     }
     for (name, schema) in own["components"]["schemas"].as_object().unwrap() {
         assert_eq!(&doc["components"]["schemas"][name], schema, "schema {name}");

@@ -208,6 +208,10 @@ impl From<StorageError> for ApiError {
             ),
             StorageError::TooLarge(max) => ApiError::new(ErrorCode::SizeInvalid, format!("blob exceeds the limit of {max} bytes"))
                 .status(StatusCode::PAYLOAD_TOO_LARGE),
+            StorageError::Body(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                ApiError::new(ErrorCode::BlobUploadInvalid, format!("reading the request body: {e}"))
+                    .status(StatusCode::REQUEST_TIMEOUT)
+            }
             StorageError::Body(e) => ApiError::new(ErrorCode::BlobUploadInvalid, format!("reading the request body: {e}")),
             StorageError::Io(e) => ApiError::new(ErrorCode::Unknown, format!("storage: {e}")),
         }

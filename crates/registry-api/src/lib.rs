@@ -15,6 +15,7 @@ pub mod listing;
 pub mod manifests;
 pub mod route;
 pub mod shared;
+pub mod stall;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// Permits for requests that write blob data, when limited.
     upload_permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// One permit per manifest byte being received, when limited.
+    manifest_bytes: Option<Arc<tokio::sync::Semaphore>>,
     /// Push hook and request interceptor (none by default).
     pub hooks: hooks::Hooks,
     /// Locks shared with other replicas and with garbage collection.
@@ -84,7 +87,15 @@ pub struct Policy {
     pub read_only: bool,
     /// Requests writing blob data at once; beyond it, TOOMANYREQUESTS. 0 = unlimited.
     pub max_concurrent_uploads: usize,
+    /// How slow an upload body may be before it is cut off (`None`: never).
+    pub upload_stall: Option<stall::StallLimit>,
+    /// Manifest bytes being received across all requests; a PUT that would go beyond it
+    /// gets TOOMANYREQUESTS with `Retry-After`. 0 = unlimited.
+    pub max_manifest_bytes_in_flight: usize,
 }
+
+/// Default of [`Policy::max_manifest_bytes_in_flight`]: 64 MiB (16 largest manifests).
+pub const DEFAULT_MANIFEST_BYTES_IN_FLIGHT: usize = 64 << 20;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -92,6 +103,8 @@ impl Default for Policy {
             delete_enabled: true,
             read_only: false,
             max_concurrent_uploads: 0,
+            upload_stall: None,
+            max_manifest_bytes_in_flight: DEFAULT_MANIFEST_BYTES_IN_FLIGHT,
         }
     }
 }
@@ -101,12 +114,20 @@ impl AppState {
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, policy: Policy) -> AppState {
         let upload_permits = (policy.max_concurrent_uploads > 0)
             .then(|| Arc::new(tokio::sync::Semaphore::new(policy.max_concurrent_uploads)));
+        let manifest_bytes = (policy.max_manifest_bytes_in_flight > 0).then(|| {
+            Arc::new(tokio::sync::Semaphore::new(
+                policy
+                    .max_manifest_bytes_in_flight
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            ))
+        });
         AppState {
             blobs,
             meta,
             cache: Arc::new(ManifestCache::new(64 << 20)),
             policy: Arc::new(policy),
             upload_permits,
+            manifest_bytes,
             hooks: hooks::Hooks::default(),
             coord: Arc::new(LocalCoordinator::new()),
             gc_grace: DEFAULT_GC_GRACE,

@@ -148,8 +148,14 @@ pub async fn get(
 /// How much of an oversized manifest body is read (and dropped) before answering.
 const DRAIN_LIMIT: usize = 2 * MAX_MANIFEST_SIZE;
 
-/// Read at most [`MAX_MANIFEST_SIZE`] bytes of body.
-async fn read_manifest_body(req: Request) -> ApiResult<Bytes> {
+/// Read at most [`MAX_MANIFEST_SIZE`] bytes of body, once, into one buffer sized from
+/// `Content-Length` when it is given. The bytes it may take are reserved first out of the
+/// registry-wide budget ([`crate::Policy::max_manifest_bytes_in_flight`]); the returned
+/// permit holds them until dropped. Beyond the budget: 429 with `Retry-After`.
+async fn read_manifest_body(
+    st: &AppState,
+    req: Request,
+) -> ApiResult<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>)> {
     let too_large = || {
         ApiError::new(
             ErrorCode::SizeInvalid,
@@ -167,12 +173,44 @@ async fn read_manifest_body(req: Request) -> ApiResult<Bytes> {
     if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
         return Err(too_large());
     }
-    let mut stream = req.into_body().into_data_stream();
-    let mut buf = BytesMut::new();
+    let expected = declared.map_or(MAX_MANIFEST_SIZE, |n| (n as usize).min(MAX_MANIFEST_SIZE));
+    let permit = match &st.manifest_bytes {
+        Some(budget) => {
+            let wanted = expected.clamp(1, st.policy.max_manifest_bytes_in_flight.max(1));
+            match budget.clone().try_acquire_many_owned(wanted as u32) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    // Read and discard the body so that the client reads the answer rather
+                    // than a reset connection; nothing of it is kept.
+                    let mut stream = crate::stall::request_body(st, req);
+                    let mut seen = 0usize;
+                    while let Some(Ok(chunk)) = stream.next().await {
+                        seen += chunk.len();
+                        if seen > DRAIN_LIMIT {
+                            break;
+                        }
+                    }
+                    return Err(ApiError::new(
+                        ErrorCode::TooManyRequests,
+                        "too many manifest bytes being received; retry later",
+                    )
+                    .header(header::RETRY_AFTER, HeaderValue::from_static("1")));
+                }
+            }
+        }
+        None => None,
+    };
+    let mut stream = crate::stall::request_body(st, req);
+    let mut buf = BytesMut::with_capacity(expected.min(declared.map_or(64 << 10, |n| n as usize)));
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::new(ErrorCode::ManifestInvalid, format!("reading the body: {e}"))
+            let err = ApiError::new(ErrorCode::ManifestInvalid, format!("reading the body: {e}"));
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                err.status(StatusCode::REQUEST_TIMEOUT)
+            } else {
+                err
+            }
         })?;
         seen += chunk.len();
         if seen > DRAIN_LIMIT {
@@ -185,7 +223,7 @@ async fn read_manifest_body(req: Request) -> ApiResult<Bytes> {
     if seen > MAX_MANIFEST_SIZE {
         return Err(too_large());
     }
-    Ok(buf.freeze())
+    Ok((buf.freeze(), permit))
 }
 
 fn manifest_error(e: ManifestError) -> ApiError {
@@ -238,7 +276,7 @@ pub async fn put(st: &AppState, name: &str, reference: &str, req: Request) -> Ap
             }
         }
     }
-    let body = read_manifest_body(req).await?;
+    let (body, _in_flight) = read_manifest_body(st, req).await?;
     let parsed = ParsedManifest::parse(&body, content_type.as_deref()).map_err(manifest_error)?;
     let algorithm = pinned.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
     let digest = Digest::of(algorithm, &body);

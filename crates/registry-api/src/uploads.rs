@@ -5,9 +5,8 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use futures::TryStreamExt;
 use oci_core::{Digest, validate_repository};
-use registry_storage::{ByteStream, StorageError};
+use registry_storage::StorageError;
 
 use crate::AppState;
 use crate::blobs::CONTENT_DIGEST;
@@ -35,15 +34,6 @@ fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).expect("header values built here are ASCII")
-}
-
-/// The request body as a byte stream for the blob store.
-pub fn body_stream(req: Request) -> ByteStream {
-    Box::pin(
-        req.into_body()
-            .into_data_stream()
-            .map_err(std::io::Error::other),
-    )
 }
 
 fn declared_length(req: &Request) -> Option<u64> {
@@ -160,7 +150,7 @@ pub async fn start(st: &AppState, name: &str, req: Request) -> ApiResult<Respons
         let mut lock = None;
         let result = async {
             st.blobs
-                .append_upload_sized(&id, None, declared, body_stream(req))
+                .append_upload_sized(&id, None, declared, crate::stall::request_body(st, req))
                 .await?;
             // Commit and link under the blob lock (see `AppState::blob_lock`).
             lock = Some(st.blob_lock(&digest).await?);
@@ -205,7 +195,12 @@ async fn append(st: &AppState, id: &str, req: Request) -> ApiResult<u64> {
     }
     let size = st
         .blobs
-        .append_upload_sized(id, range.map(|r| r.0), declared, body_stream(req))
+        .append_upload_sized(
+            id,
+            range.map(|r| r.0),
+            declared,
+            crate::stall::request_body(st, req),
+        )
         .await?;
     if let Some((a, b)) = range
         && size != b + 1

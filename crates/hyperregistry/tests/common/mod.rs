@@ -125,6 +125,12 @@ impl Server {
         self.spawn().await;
     }
 
+    /// The registry process's id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
@@ -290,6 +296,7 @@ pub async fn assert_error(r: Response, status: StatusCode, code: &str) {
 }
 
 /// Deterministic pseudo-random bytes.
+#[allow(unused_imports)]
 pub use test_support::noise as bytes;
 
 /// Files under a directory, recursively.
