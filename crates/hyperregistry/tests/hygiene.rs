@@ -251,7 +251,7 @@ fn padded_manifest(config: &Digest, config_size: usize, size: usize, seed: usize
 /// (64 MiB) admits some at a time and answers the rest 429 with `Retry-After`; clients that
 /// retry all get 201. Resident memory grows by at most 384 MiB at the peak (64 bodies in
 /// flight at once would take 256 MiB for the bodies alone, and each takes about five times
-/// its size while it is parsed and stored), and comes back within 96 MiB of its baseline
+/// its size while it is parsed and stored), and comes back within 128 MiB of its baseline
 /// within 30 s of the burst.
 #[tokio::test]
 async fn a_burst_of_large_manifest_puts_stays_within_a_memory_bound() {
@@ -319,7 +319,7 @@ async fn a_burst_of_large_manifest_puts_stays_within_a_memory_bound() {
     // Freed memory goes back to the system within a few seconds (jemalloc's decay).
     let settling = Instant::now();
     let mut after = rss(pid);
-    while after.saturating_sub(baseline) > 96 << 20 && settling.elapsed() < Duration::from_secs(30)
+    while after.saturating_sub(baseline) > 128 << 20 && settling.elapsed() < Duration::from_secs(30)
     {
         tokio::time::sleep(Duration::from_millis(250)).await;
         after = rss(pid);
@@ -342,7 +342,7 @@ async fn a_burst_of_large_manifest_puts_stays_within_a_memory_bound() {
         mib(peak - baseline)
     );
     assert!(
-        after.saturating_sub(baseline) <= 96 << 20,
+        after.saturating_sub(baseline) <= 128 << 20,
         "after the burst: +{:.0} MiB",
         mib(after.saturating_sub(baseline))
     );
