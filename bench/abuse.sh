@@ -22,12 +22,8 @@ command -v docker-registry >/dev/null || die "docker-registry (Debian package) i
 command -v python3 >/dev/null || die "python3 is needed for the clients"
 ulimit -n 65536 2>/dev/null || ulimit -n 8192
 
-if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    log "cargo build --release -p hyperregistry"
-    (cd "$ROOT" && cargo build --release -p hyperregistry) || die "cargo build failed"
-fi
-BIN=${HYPERREGISTRY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/hyperregistry}
-[[ -x $BIN ]] || die "hyperregistry binary not found at $BIN"
+release_binaries hyperregistry
+BIN=$RELEASE_DIR/hyperregistry
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/abuse-bench.XXXXXX")
 
 start_distribution() {

@@ -24,12 +24,8 @@ SMALL_FILES=${BENCH_SMALL_FILES:-2000}
 DOCKERFILE_SRC=$ROOT/bench/build-context/Dockerfile
 RUNC_STATE=/run/hyperbuild-runc   # where hyperbuild keeps runc's state
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '[%s] FATAL: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
-now() { date +%s.%N; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-at_most() { awk -v r="$1" -v t="$2" 'BEGIN { print (r <= t) ? "PASS" : "FAIL" }'; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
 [[ $SMALL_FILES =~ ^[1-9][0-9]*$ ]] || die "BENCH_SMALL_FILES must be a positive integer"
@@ -46,15 +42,9 @@ fi
 BUSYBOX=/bin/busybox
 [[ -x $BUSYBOX ]] || die "$BUSYBOX missing (package busybox-static)"
 
-if [[ ${BENCH_NO_BUILD:-} != 1 ]]; then
-    log "building hyperbuild and hyperregistry (release)"
-    (cd "$ROOT" && cargo build --release -q -p hyperbuild -p hyperregistry)
-fi
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-[[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
-HB=$TARGET_DIR/release/hyperbuild
-HREG=$TARGET_DIR/release/hyperregistry
-[[ -x $HB && -x $HREG ]] || die "release binaries missing in $TARGET_DIR/release; run without BENCH_NO_BUILD"
+release_binaries hyperbuild hyperregistry
+HB=$RELEASE_DIR/hyperbuild
+HREG=$RELEASE_DIR/hyperregistry
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/build-bench.XXXXXX")
 REG_PID=""

@@ -14,7 +14,25 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 ratio()   { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
 ge()      { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "n/a" && a + 0 >= b + 0) }'; }
 median()  { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : sprintf("%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+at_most() { awk -v r="$1" -v t="$2" 'BEGIN { print (r != "n/a" && r + 0 <= t + 0) ? "PASS" : "FAIL" }'; }
 mib_s()   { awk -v bytes="$1" -v s="$2" 'BEGIN { if (s + 0 == 0) print "n/a"; else printf "%.0f", bytes / 1048576 / s }'; }
+
+# release_binaries PKG...: build the packages in release mode (unless BENCH_NO_BUILD=1), set
+# RELEASE_DIR to cargo's release directory, and die unless every PKG's binary is there.
+release_binaries() {
+    if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+        log "cargo build --release $*"
+        local args=() p
+        for p in "$@"; do args+=(-p "$p"); done
+        (cd "$ROOT" && cargo build --release -q "${args[@]}") || die "cargo build failed"
+    fi
+    local target=${CARGO_TARGET_DIR:-target}
+    [[ $target == /* ]] || target=$ROOT/$target
+    RELEASE_DIR=$target/release
+    for p in "$@"; do
+        [[ -x $RELEASE_DIR/$p ]] || die "$p not found in $RELEASE_DIR (run without BENCH_NO_BUILD)"
+    done
+}
 
 # Processes and temp dir that cleanup() must take care of.
 SERVER_PIDS=()

@@ -75,12 +75,8 @@ ensure_tools() {
 
 ensure_tools
 
-if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    log "cargo build --release -p hyperregistry"
-    (cd "$ROOT" && cargo build --release -p hyperregistry) || die "cargo build failed"
-fi
-BIN=${HYPERREGISTRY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/hyperregistry}
-[[ -x $BIN ]] || die "hyperregistry binary not found at $BIN (build it, or set HYPERREGISTRY_BIN)"
+release_binaries hyperregistry
+BIN=${HYPERREGISTRY_BIN:-$RELEASE_DIR/hyperregistry}
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/registry-bench.XXXXXX")
 

@@ -55,12 +55,8 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
     log "cargo install s3s-fs"
     cargo install s3s-fs@0.14.1 --features binary --locked >/dev/null 2>&1 || die "cargo install s3s-fs failed"
 fi
-if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    log "cargo build --release -p hyperregistry"
-    (cd "$ROOT" && cargo build --release -p hyperregistry) || die "cargo build failed"
-fi
-BIN=${HYPERREGISTRY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/hyperregistry}
-[[ -x $BIN ]] || die "hyperregistry binary not found at $BIN"
+release_binaries hyperregistry
+BIN=${HYPERREGISTRY_BIN:-$RELEASE_DIR/hyperregistry}
 (( $(nproc) >= 2 )) || die "the replica benchmark needs at least 2 cores"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/scale-bench.XXXXXX")

@@ -28,11 +28,8 @@ TARGET_FILE=target/file.bin
 FILE_BYTES=1048576
 RUNC_STATE=/run/hyperbuild-runc   # where hyperbuild keeps runc's state
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '[%s] FATAL: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
-now() { date +%s.%N; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-at_most() { awk -v r="$1" -v t="$2" 'BEGIN { print (r <= t) ? "PASS" : "FAIL" }'; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
 [[ $LAYERS =~ ^[2-9][0-9]*$ ]] || die "BENCH_LAYERS must be an integer >= 2"
@@ -49,16 +46,10 @@ fi
 BUSYBOX=/bin/busybox
 [[ -x $BUSYBOX ]] || die "$BUSYBOX missing (package busybox-static)"
 
-if [[ ${BENCH_NO_BUILD:-} != 1 ]]; then
-    log "building hyperregistry, hyperbuild and starget (release)"
-    (cd "$ROOT" && cargo build --release -q -p hyperregistry -p hyperbuild -p starget)
-fi
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-[[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
-HREG=$TARGET_DIR/release/hyperregistry
-HB=$TARGET_DIR/release/hyperbuild
-SG=$TARGET_DIR/release/starget
-[[ -x $HREG && -x $HB && -x $SG ]] || die "release binaries missing in $TARGET_DIR/release; run without BENCH_NO_BUILD"
+release_binaries hyperregistry hyperbuild starget
+HREG=$RELEASE_DIR/hyperregistry
+HB=$RELEASE_DIR/hyperbuild
+SG=$RELEASE_DIR/starget
 
 # Page cache: dropped before every timed run of either tool, or for neither.
 DROP=0
@@ -93,7 +84,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # timed CMD... -> seconds on stdout; the command's stdout in $TMP/last.out, stderr in $TMP/last.err
 timed() {

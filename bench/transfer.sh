@@ -18,23 +18,15 @@ LAYERS=${BENCH_LAYERS:-8}
 IMAGE_BYTES=${BENCH_IMAGE_BYTES:-1073741824}
 LAYER_BYTES=$((IMAGE_BYTES / LAYERS))
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '[%s] FATAL: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
-now() { date +%s.%N; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 for tool in skopeo curl; do
     command -v "$tool" >/dev/null || { log "installing $tool"; apt-get install -y -qq "$tool" >/dev/null; }
 done
-if [[ ${BENCH_NO_BUILD:-} != 1 ]]; then
-    log "building hyperregistry and hyperbuild (release)"
-    (cd "$ROOT" && cargo build --release -q -p hyperregistry -p hyperbuild)
-fi
-TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-HREG=$TARGET_DIR/release/hyperregistry
-HB=$TARGET_DIR/release/hyperbuild
-[[ -x $HREG && -x $HB ]] || die "release binaries missing; run without BENCH_NO_BUILD"
+release_binaries hyperregistry hyperbuild
+HREG=$RELEASE_DIR/hyperregistry
+HB=$RELEASE_DIR/hyperbuild
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/transfer-bench.XXXXXX")
 PIDS=()
@@ -45,7 +37,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start_registry DIR -> prints "PID PORT"
 start_registry() {

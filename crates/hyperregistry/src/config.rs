@@ -104,6 +104,11 @@ impl TimeoutsConfig {
     pub fn idle(&self) -> Option<std::time::Duration> {
         Self::secs(self.idle)
     }
+
+    /// The body-stall window, if on.
+    pub fn body(&self) -> Option<std::time::Duration> {
+        Self::secs(self.body)
+    }
 }
 
 /// `storage.*`
@@ -388,12 +393,14 @@ impl Config {
             delete_enabled: self.storage.delete.enabled,
             read_only: self.storage.maintenance.readonly.enabled,
             max_concurrent_uploads: self.http.maxconcurrentuploads,
-            upload_stall: TimeoutsConfig::secs(self.http.timeouts.body).map(|window| {
-                registry_api::stall::StallLimit {
+            upload_stall: self
+                .http
+                .timeouts
+                .body()
+                .map(|window| registry_api::stall::StallLimit {
                     window,
                     min_bytes: self.http.timeouts.bodyminbytes,
-                }
-            }),
+                }),
             max_manifest_bytes_in_flight: self.http.maxmanifestbytesinflight,
         }
     }

@@ -30,6 +30,57 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// How [`trickle`] ended.
+struct Trickled {
+    /// Time from the first byte.
+    after: Duration,
+    /// Bytes written.
+    sent: usize,
+    /// What the server answered, if it did.
+    answer: Option<String>,
+    /// Whether the server closed the connection (or a write failed).
+    closed: bool,
+}
+
+/// Write `bytes` one at a time, 500 ms apart, until they run out, `limit` passes, or the
+/// server answers or closes the connection.
+async fn trickle(
+    c: &mut TcpStream,
+    bytes: impl IntoIterator<Item = u8>,
+    limit: Duration,
+) -> Trickled {
+    let started = Instant::now();
+    let (mut sent, mut answer, mut closed) = (0, None, false);
+    for b in bytes {
+        if started.elapsed() >= limit {
+            break;
+        }
+        if c.write_all(&[b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        sent += 1;
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(500), c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => {
+                answer = Some(String::from_utf8_lossy(&buf[..n]).to_string());
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    Trickled {
+        after: started.elapsed(),
+        sent,
+        answer,
+        closed,
+    }
+}
+
 /// 40 connections that trickle their request head one byte every 500 ms and 40 that send
 /// nothing: all are closed by the header (2 s) and idle (3 s) timeouts, while a client
 /// making ordinary requests meanwhile is served promptly throughout.
@@ -48,18 +99,9 @@ async fn trickling_and_silent_connections_are_cut_off_while_others_are_served() 
             let mut c = TcpStream::connect(&addr).await.unwrap();
             let head =
                 b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
-            let started = Instant::now();
-            for b in head {
-                if c.write_all(&[*b]).await.is_err() {
-                    return Some(started.elapsed());
-                }
-                let mut probe = [0u8; 64];
-                match tokio::time::timeout(Duration::from_millis(500), c.read(&mut probe)).await {
-                    Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
-                    _ => {}
-                }
-            }
-            None // sent the whole head: the timeout did not hold
+            let t = trickle(&mut c, head.iter().copied(), Duration::from_secs(60)).await;
+            // Sent the whole head without being cut off: the timeout did not hold.
+            (t.closed || t.answer.is_some()).then_some(t.after)
         }));
     }
     let mut silent = Vec::new();
@@ -124,24 +166,7 @@ async fn stalled_uploads_free_their_permits_and_keep_their_sessions() {
                 "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
             );
             c.write_all(head.as_bytes()).await.unwrap();
-            let started = Instant::now();
-            let mut sent = 0;
-            while started.elapsed() < Duration::from_secs(20) {
-                if c.write_all(b"x").await.is_err() {
-                    break;
-                }
-                sent += 1;
-                let mut buf = [0u8; 1024];
-                match tokio::time::timeout(Duration::from_millis(500), c.read(&mut buf)).await {
-                    Ok(Ok(0)) | Ok(Err(_)) => break,
-                    Ok(Ok(n)) => {
-                        let text = String::from_utf8_lossy(&buf[..n]).to_string();
-                        return (started.elapsed(), sent, Some(text));
-                    }
-                    Err(_) => {}
-                }
-            }
-            (started.elapsed(), sent, None)
+            trickle(&mut c, std::iter::repeat(b'x'), Duration::from_secs(20)).await
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -161,7 +186,12 @@ async fn stalled_uploads_free_their_permits_and_keep_their_sessions() {
         StatusCode::TOO_MANY_REQUESTS
     );
     for t in trickles {
-        let (after, sent, answer) = t.await.unwrap();
+        let Trickled {
+            after,
+            sent,
+            answer,
+            ..
+        } = t.await.unwrap();
         assert!(after < Duration::from_secs(5), "held for {after:?}");
         if let Some(text) = answer {
             assert!(text.starts_with("HTTP/1.1 408"), "{text}");

@@ -176,7 +176,8 @@ async fn read_manifest_body(
     let expected = declared.map_or(MAX_MANIFEST_SIZE, |n| (n as usize).min(MAX_MANIFEST_SIZE));
     let permit = match &st.manifest_bytes {
         Some(budget) => {
-            let wanted = expected.clamp(1, st.policy.max_manifest_bytes_in_flight.max(1));
+            // The budget exists only when the limit is above 0.
+            let wanted = expected.clamp(1, st.policy.max_manifest_bytes_in_flight);
             match budget.clone().try_acquire_many_owned(wanted as u32) {
                 Ok(p) => Some(p),
                 Err(_) => {
