@@ -13,10 +13,11 @@ use oci_core::Digest;
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use test_support::{busybox_layout, ensure_dockerd, free_port, podman, require_tool, sh};
 
-const USERS: [(&str, &str); 4] = [
+const USERS: [(&str, &str); 5] = [
     ("alice", "alice-secret-pw-1"),
     ("bob", "bob-secret-pw-2"),
     ("carol", "carol-secret-pw-3"),
+    ("dave", "dave-secret-pw-4"),
     ("root", "root-secret-pw-0"),
 ];
 const SERVICE: &str = "hyper-test-service";
@@ -49,8 +50,8 @@ fn qs(pairs: &[(&str, &str)]) -> String {
         .finish()
 }
 
-/// The `auth` block the tests use: three users plus an admin, one user's rights via a
-/// group, four repository patterns, anonymous pull of `public/**`.
+/// The `auth` block the tests use: four users plus an admin, one user's rights via a
+/// group, five repository rules, anonymous pull of `public/**`.
 fn auth_yaml(htpasswd: &Path, mode: Mode, maxfailures: u32, backoff: u64) -> String {
     let token = match mode {
         Mode::Token => format!("  token:\n    service: {SERVICE}\n    issuer: {ISSUER}\n"),
@@ -67,6 +68,9 @@ fn auth_yaml(htpasswd: &Path, mode: Mode, maxfailures: u32, backoff: u64) -> Str
     - repositories: ["team/*"]
       users: [alice]
       actions: [pull, push]
+    - repositories: ["team/*"]
+      users: [dave]
+      actions: [pull]
     - repositories: ["team/**"]
       groups: [devs]
       actions: ["*"]
@@ -210,6 +214,21 @@ impl Reg {
         assert_eq!(r.status(), StatusCode::OK, "token for {who:?}");
         let v: serde_json::Value = r.json().await.unwrap();
         (v["token"].as_str().unwrap().to_string(), v)
+    }
+
+    /// `POST /token` with the OAuth2 password grant for `user`, plus `extra` form fields.
+    fn password_grant(&self, user: &str, pw: &str, extra: &[(&str, &str)]) -> RequestBuilder {
+        let mut form = vec![
+            ("grant_type", "password"),
+            ("service", SERVICE),
+            ("client_id", "test"),
+            ("username", user),
+            ("password", pw),
+        ];
+        form.extend_from_slice(extra);
+        self.req(Method::POST, "/token")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(qs(&form))
     }
 
     /// A request as `who` on `repo`: Basic credentials, or a token asking for everything on
@@ -689,6 +708,498 @@ async fn permission_matrix_with_tokens() {
     permission_matrix(Mode::Token).await;
 }
 
+/// The roles of the endpoint matrix, each seen from repository `team/app`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Anonymous,
+    /// dave: pull on `team/*`.
+    Reader,
+    /// alice: pull and push on `team/*`, pull on `shared/**`.
+    Writer,
+    /// bob: every action on `team/**` (through the `devs` group).
+    RepoAdmin,
+    /// root: a registry administrator.
+    RegistryAdmin,
+    /// root's token for `repository:team/app:pull` alone (token auth only).
+    NarrowToken,
+}
+
+const ROLES: [Role; 6] = [
+    Role::Anonymous,
+    Role::Reader,
+    Role::Writer,
+    Role::RepoAdmin,
+    Role::RegistryAdmin,
+    Role::NarrowToken,
+];
+
+impl Role {
+    fn user(self) -> Option<&'static str> {
+        match self {
+            Role::Anonymous => None,
+            Role::Reader => Some("dave"),
+            Role::Writer => Some("alice"),
+            Role::RepoAdmin => Some("bob"),
+            Role::RegistryAdmin | Role::NarrowToken => Some("root"),
+        }
+    }
+}
+
+/// A matrix cell that expects the refusal of its mode: 401 for anyone without credentials
+/// and for every bearer token, 403 for a Basic user without the right.
+const D: u16 = 0;
+
+/// What a matrix row sends.
+#[derive(Clone, Copy)]
+enum Body {
+    None,
+    /// The `team/app:v1` manifest, again.
+    Manifest,
+    /// The matrix blob.
+    Blob,
+    /// JSON; `{n}` becomes a number unique to the cell.
+    Json(&'static str),
+    /// The OAuth2 password grant with the role's own credentials.
+    PasswordGrant,
+    /// No body; the role's credentials as Basic in either mode, as a client logging in
+    /// to the token service sends them.
+    BasicLogin,
+}
+
+/// One endpoint of the matrix: the request, and the status expected for each of
+/// [`ROLES`], on Basic auth and, where it differs, on token auth.
+struct Row {
+    method: Method,
+    /// Placeholders: `{m1}` `{layer}` the seeded manifest and layer, `{victim}` a manifest
+    /// and `{vblob}` a blob made for the cell, `{upload}` a fresh upload session,
+    /// `{shared}` a layer of `shared/lib`, `{blob}` the matrix blob's digest, `{extvictim}`
+    /// an external registry and `{rule}` a replication rule made for the cell.
+    path: &'static str,
+    body: Body,
+    basic: [u16; 6],
+    token: Option<[u16; 6]>,
+}
+
+fn rows() -> Vec<Row> {
+    fn row(method: Method, path: &'static str, body: Body, basic: [u16; 6]) -> Row {
+        Row {
+            method,
+            path,
+            body,
+            basic,
+            token: None,
+        }
+    }
+    let pull = [D, 200, 200, 200, 200, 200];
+    let admin = |ok: u16| [D, D, D, D, ok, D];
+    let open = [200; 6];
+    let g = Method::GET;
+    vec![
+        Row {
+            token: Some([200, 200, 200, 200, 200, 200]),
+            ..row(g.clone(), "/v2/", Body::None, [D, 200, 200, 200, 200, 200])
+        },
+        Row {
+            token: Some([200, 200, 200, 200, 200, D]),
+            ..row(g.clone(), "/v2/_catalog", Body::None, [200; 6])
+        },
+        row(g.clone(), "/v2/team/app/tags/list", Body::None, pull),
+        row(g.clone(), "/v2/team/app/manifests/v1", Body::None, pull),
+        row(Method::HEAD, "/v2/team/app/manifests/v1", Body::None, pull),
+        row(
+            Method::PUT,
+            "/v2/team/app/manifests/v1",
+            Body::Manifest,
+            [D, D, 201, 201, 201, D],
+        ),
+        row(
+            Method::DELETE,
+            "/v2/team/app/manifests/{victim}",
+            Body::None,
+            [D, D, D, 202, 202, D],
+        ),
+        row(g.clone(), "/v2/team/app/referrers/{m1}", Body::None, pull),
+        row(g.clone(), "/v2/team/app/blobs/{layer}", Body::None, pull),
+        row(Method::HEAD, "/v2/team/app/blobs/{layer}", Body::None, pull),
+        row(
+            Method::DELETE,
+            "/v2/team/app/blobs/{vblob}",
+            Body::None,
+            [D, D, D, 202, 202, D],
+        ),
+        row(
+            Method::POST,
+            "/v2/team/app/blobs/uploads/",
+            Body::None,
+            [D, D, 202, 202, 202, D],
+        ),
+        row(
+            Method::POST,
+            "/v2/team/app/blobs/uploads/?digest={blob}",
+            Body::Blob,
+            [D, D, 201, 201, 201, D],
+        ),
+        row(
+            Method::POST,
+            "/v2/team/app/blobs/uploads/?mount={shared}&from=shared/lib",
+            Body::None,
+            [D, D, 201, 201, 201, D],
+        ),
+        row(g.clone(), "{upload}", Body::None, [D, D, 204, 204, 204, D]),
+        row(
+            Method::PATCH,
+            "{upload}",
+            Body::Blob,
+            [D, D, 202, 202, 202, D],
+        ),
+        row(
+            Method::PUT,
+            "{upload}?digest={blob}",
+            Body::Blob,
+            [D, D, 201, 201, 201, D],
+        ),
+        row(
+            Method::DELETE,
+            "{upload}",
+            Body::None,
+            [D, D, 204, 204, 204, D],
+        ),
+        Row {
+            token: Some([200; 6]),
+            ..row(
+                g.clone(),
+                "/token?service=hyper-test-service&scope=repository:team/app:pull",
+                Body::BasicLogin,
+                [404; 6],
+            )
+        },
+        Row {
+            token: Some([401, 200, 200, 200, 200, 200]),
+            ..row(Method::POST, "/token", Body::PasswordGrant, [404; 6])
+        },
+        row(g.clone(), "/api/v1/health", Body::None, open),
+        row(g.clone(), "/api/v1/openapi.json", Body::None, open),
+        row(g.clone(), "/metrics", Body::None, open),
+        row(g.clone(), "/api/v1/registry/images", Body::None, admin(200)),
+        row(
+            g.clone(),
+            "/api/v1/registry/images/team/app",
+            Body::None,
+            admin(200),
+        ),
+        row(
+            Method::DELETE,
+            "/api/v1/registry/images/team/gone",
+            Body::None,
+            admin(200),
+        ),
+        row(g.clone(), "/api/v1/registry/tags", Body::None, admin(200)),
+        row(
+            g.clone(),
+            "/api/v1/registry/tags/team/app:v1",
+            Body::None,
+            admin(200),
+        ),
+        row(
+            Method::DELETE,
+            "/api/v1/registry/tags/team/app:victim",
+            Body::None,
+            admin(200),
+        ),
+        row(
+            g.clone(),
+            "/api/v1/registry/external",
+            Body::None,
+            admin(200),
+        ),
+        row(
+            Method::POST,
+            "/api/v1/registry/external",
+            Body::Json(r#"{"name":"new-{n}","endpoint":"http://127.0.0.1:1","insecure":true}"#),
+            admin(201),
+        ),
+        row(
+            g.clone(),
+            "/api/v1/registry/external/ext",
+            Body::None,
+            admin(200),
+        ),
+        row(
+            Method::PUT,
+            "/api/v1/registry/external/ext",
+            Body::Json(r#"{"insecure":true}"#),
+            admin(200),
+        ),
+        row(
+            Method::DELETE,
+            "/api/v1/registry/external/{extvictim}",
+            Body::None,
+            admin(204),
+        ),
+        row(
+            Method::POST,
+            "/api/v1/registry/external/ext/test",
+            Body::None,
+            admin(200),
+        ),
+        // The external registry is unreachable: the admin gets as far as the copy (502).
+        row(
+            Method::POST,
+            "/api/v1/replication/push",
+            Body::Json(r#"{"registry_id":"ext","repository":"team/app","reference":"v1"}"#),
+            admin(502),
+        ),
+        row(
+            Method::POST,
+            "/api/v1/replication/pull",
+            Body::Json(r#"{"registry_id":"ext","repository":"team/app","reference":"v1"}"#),
+            admin(502),
+        ),
+        row(
+            g.clone(),
+            "/api/v1/replication/jobs",
+            Body::None,
+            admin(200),
+        ),
+        row(
+            g.clone(),
+            "/api/v1/replication/jobs/no-such-job",
+            Body::None,
+            admin(404),
+        ),
+        row(
+            g.clone(),
+            "/api/v1/replication/rules",
+            Body::None,
+            admin(200),
+        ),
+        row(
+            Method::POST,
+            "/api/v1/replication/rules",
+            Body::Json(
+                r#"{"name":"rule-{n}","registry_id":"ext","repositories":["team/*"],"tags":[]}"#,
+            ),
+            admin(201),
+        ),
+        row(
+            Method::DELETE,
+            "/api/v1/replication/rules/{rule}",
+            Body::None,
+            admin(204),
+        ),
+        row(g, "/api/v1/no-such-endpoint", Body::None, admin(404)),
+    ]
+}
+
+/// Basic credentials of the registry admin, for setting up a cell.
+fn as_root(rb: RequestBuilder) -> RequestBuilder {
+    rb.basic_auth("root", Some(password("root")))
+}
+
+/// Make what a row's placeholders name, as the admin, and return its path and body.
+async fn prepare_cell(reg: &Reg, s: &Seeded, row: &Row, n: usize) -> (String, Vec<u8>) {
+    let blob = b"the matrix blob".to_vec();
+    let mut path = row.path.to_string();
+    if path.contains("{victim}") {
+        let victim = manifest(&s.config.0, s.config.1, &s.layer.0, s.layer.1, "victim");
+        let vd = Digest::sha256_of(&victim).to_string();
+        reg.put_manifest("team/app", &vd, &victim).await;
+        path = path.replace("{victim}", &vd);
+    }
+    if path.contains("{vblob}") {
+        path = path.replace(
+            "{vblob}",
+            &reg.push_blob("team/app", b"victim blob").await.to_string(),
+        );
+    }
+    if path.contains("{upload}") {
+        let r = reg
+            .admin(Method::POST, "/v2/team/app/blobs/uploads/", "team/app")
+            .await
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "admin starts an upload");
+        path = path.replace("{upload}", &header(&r, "location"));
+    }
+    if path.contains("{shared}") {
+        path = path.replace(
+            "{shared}",
+            &reg.push_blob("shared/lib", b"shared layer")
+                .await
+                .to_string(),
+        );
+    }
+    if path.contains("/images/team/gone") {
+        seed(reg, "team/gone").await;
+    }
+    if path.contains("app:victim") {
+        reg.put_manifest("team/app", "victim", &s.m1).await;
+    }
+    if path.contains("/external/ext") || path.contains("/replication/") {
+        let r = as_root(reg.req(Method::GET, "/api/v1/registry/external/ext"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::NOT_FOUND {
+            let r = as_root(reg.req(Method::POST, "/api/v1/registry/external"))
+                .header("content-type", "application/json")
+                .body(r#"{"name":"ext","endpoint":"http://127.0.0.1:1","insecure":true}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED, "admin creates ext");
+        }
+    }
+    if path.contains("{extvictim}") {
+        let name = format!("victim-{n}");
+        let r = as_root(reg.req(Method::POST, "/api/v1/registry/external"))
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"name":"{name}","endpoint":"http://127.0.0.1:1"}}"#
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "admin creates {name}");
+        path = path.replace("{extvictim}", &name);
+    }
+    if path.contains("{rule}") {
+        let r = as_root(reg.req(Method::POST, "/api/v1/replication/rules"))
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"name":"victim-rule-{n}","registry_id":"ext","repositories":["x/*"],"tags":[]}}"#
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "admin creates a rule");
+        let v: serde_json::Value = r.json().await.unwrap();
+        path = path.replace("{rule}", v["id"].as_str().expect("rule id"));
+    }
+    let path = path
+        .replace("{m1}", &s.m1_digest)
+        .replace("{layer}", &s.layer.0.to_string())
+        .replace("{blob}", &Digest::sha256_of(&blob).to_string());
+    let body = match row.body {
+        Body::None | Body::PasswordGrant | Body::BasicLogin => Vec::new(),
+        Body::Manifest => s.m1.clone(),
+        Body::Blob => blob,
+        Body::Json(j) => j.replace("{n}", &n.to_string()).into_bytes(),
+    };
+    (path, body)
+}
+
+/// How `role` authenticates a request in `mode`: nothing, Basic, or its bearer token.
+async fn with_role(reg: &Reg, role: Role, rb: RequestBuilder) -> RequestBuilder {
+    match (reg.mode, role.user()) {
+        (Mode::Basic, None) => rb,
+        (Mode::Basic, Some(u)) => rb.basic_auth(u, Some(password(u))),
+        (Mode::Token, user) => {
+            let who = user.map_or(Who::Anon, Who::User);
+            let scopes: &[&str] = if role == Role::NarrowToken {
+                &["repository:team/app:pull"]
+            } else {
+                &[
+                    "repository:team/app:pull,push,delete",
+                    "repository:shared/lib:pull",
+                    "registry:catalog:*",
+                    "registry:admin:*",
+                ]
+            };
+            rb.bearer_auth(reg.token(who, scopes).await.0)
+        }
+    }
+}
+
+/// Every endpoint against every role, one expected status per cell; prints the matrix.
+async fn status_matrix(mode: Mode) {
+    let reg = Reg::start(mode).await;
+    let seeded = seed(&reg, "team/app").await;
+    seed(&reg, "shared/lib").await;
+    let roles: Vec<Role> = ROLES
+        .into_iter()
+        .filter(|r| mode == Mode::Token || *r != Role::NarrowToken)
+        .collect();
+    let rows = rows();
+    let mut wrong = Vec::new();
+    let mut table = String::new();
+    let mut n = 0;
+    for row in &rows {
+        let want_row = match mode {
+            Mode::Token => row.token.unwrap_or(row.basic),
+            Mode::Basic => row.basic,
+        };
+        let mut line = format!("{:<7}{:<62}", row.method.as_str(), row.path);
+        for &role in &roles {
+            n += 1;
+            let (path, body) = prepare_cell(&reg, &seeded, row, n).await;
+            let mut rb = reg.req(row.method.clone(), &path);
+            rb = match row.body {
+                Body::None => rb,
+                Body::BasicLogin => match role.user() {
+                    Some(u) => rb.basic_auth(u, Some(password(u))),
+                    None => rb,
+                },
+                Body::Manifest => rb.header("content-type", OCI_MANIFEST).body(body),
+                Body::Blob => rb
+                    .header("content-type", "application/octet-stream")
+                    .body(body),
+                Body::Json(_) => rb.header("content-type", "application/json").body(body),
+                Body::PasswordGrant => match role.user() {
+                    Some(u) => reg.password_grant(u, password(u), &[]),
+                    None => reg.password_grant("", "", &[]),
+                },
+            };
+            if !matches!(row.body, Body::PasswordGrant | Body::BasicLogin) {
+                rb = with_role(&reg, role, rb).await;
+            }
+            let got = rb.send().await.unwrap().status().as_u16();
+            let want = match want_row[ROLES.iter().position(|r| *r == role).unwrap()] {
+                D if mode == Mode::Basic && role.user().is_some() => 403,
+                D => 401,
+                s => s,
+            };
+            line.push_str(&format!(" {got:>3}"));
+            if got != want {
+                wrong.push(format!(
+                    "{mode:?} {role:?} {} {path}: {got}, want {want}",
+                    row.method
+                ));
+            }
+        }
+        table.push_str(&line);
+        table.push('\n');
+    }
+    println!(
+        "{mode:?} status matrix: {} endpoints x {} roles = {} cells\n{:<69}{}\n{table}",
+        rows.len(),
+        roles.len(),
+        rows.len() * roles.len(),
+        "",
+        roles
+            .iter()
+            .map(|r| format!(" {:.3}", format!("{r:?}")))
+            .collect::<String>()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} cells differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn status_matrix_with_basic_auth() {
+    status_matrix(Mode::Basic).await;
+}
+
+#[tokio::test]
+async fn status_matrix_with_tokens() {
+    status_matrix(Mode::Token).await;
+}
+
 /// `/v2/` needs a login (docker login relies on the challenge); the catalog lists only what
 /// the caller may pull; a mount needs pull on its source, else it becomes an upload session.
 async fn base_catalog_and_mounts(mode: Mode) {
@@ -901,15 +1412,7 @@ async fn failed_logins_are_throttled() {
         StatusCode::TOO_MANY_REQUESTS
     );
     let r = reg
-        .req(Method::POST, "/token")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(qs(&[
-            ("grant_type", "password"),
-            ("service", SERVICE),
-            ("client_id", "test"),
-            ("username", "alice"),
-            ("password", password("alice")),
-        ]))
+        .password_grant("alice", password("alice"), &[])
         .send()
         .await
         .unwrap();
@@ -959,16 +1462,7 @@ async fn concurrent_guesses_evaluate_at_most_the_limit() {
                     &format!("/token?{}", qs(&[("service", SERVICE)])),
                 )
                 .basic_auth("alice", Some(pw)),
-            _ => reg
-                .req(Method::POST, "/token")
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(qs(&[
-                    ("grant_type", "password"),
-                    ("service", SERVICE),
-                    ("client_id", "test"),
-                    ("username", "alice"),
-                    ("password", pw),
-                ])),
+            _ => reg.password_grant("alice", pw, &[]),
         };
         let sends = guesses.iter().map(|pw| {
             let rb = build(pw);
@@ -1266,17 +1760,14 @@ async fn tokens_are_verified_and_scoped() {
     // OAuth2: password grant with offline access gives a refresh token; the refresh grant
     // gives access tokens; a refresh token is not an access token.
     let r = reg
-        .req(Method::POST, "/token")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(qs(&[
-            ("grant_type", "password"),
-            ("service", SERVICE),
-            ("client_id", "test"),
-            ("access_type", "offline"),
-            ("username", "carol"),
-            ("password", password("carol")),
-            ("scope", "repository:carol/x:pull repository:team/app:pull"),
-        ]))
+        .password_grant(
+            "carol",
+            password("carol"),
+            &[
+                ("access_type", "offline"),
+                ("scope", "repository:carol/x:pull repository:team/app:pull"),
+            ],
+        )
         .send()
         .await
         .unwrap();
@@ -1675,16 +2166,7 @@ async fn credentials_and_tokens_never_reach_the_logs() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let r = reg
-        .req(Method::POST, "/token")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(qs(&[
-            ("grant_type", "password"),
-            ("service", SERVICE),
-            ("client_id", "test"),
-            ("access_type", "offline"),
-            ("username", "bob"),
-            ("password", password("bob")),
-        ]))
+        .password_grant("bob", password("bob"), &[("access_type", "offline")])
         .send()
         .await
         .unwrap();
