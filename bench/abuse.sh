@@ -77,7 +77,7 @@ for server in hyperregistry distribution; do
     done
 done
 
-get() { jq -r "$2" <<< "${RESULT[$1]}"; }
+get() { jq -r "${@:2}" <<< "${RESULT[$1]}"; }
 h_held=$(get hyperregistry-slow .held_after); d_held=$(get distribution-slow .held_after)
 h_p99=$(get hyperregistry-slow .p99_ms); d_p99=$(get distribution-slow .p99_ms)
 h_err=$(get hyperregistry-slow .errors); d_err=$(get distribution-slow .errors)
