@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use registry_api::AppState;
 use registry_coord::{Coordinator, RedisCoordinator};
+use registry_core::Registry;
 use registry_meta::MetaStore;
 use registry_storage::{
     BlobStore, FsBlobStore, MemoryUploadStateStore, S3BlobStore, UploadStateStore,
@@ -152,17 +153,39 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Held (shared) while serving: an offline `hyperregistry gc` refuses to sweep under a
     // live server whose locks it cannot see.
     let _serving = serve_lock(root)?;
-    let state = AppState::new(
-        blob_store(&cfg, blobs, meta.clone())?,
-        meta.clone(),
-        cfg.policy(),
-    )
-    .with_gc_grace(grace);
+    let metrics = Arc::new(
+        registry_mgmt::metrics::Metrics::new(meta.clone()).context("creating the metrics")?,
+    );
+    let notifier = Arc::new(
+        registry_mgmt::notify::Notifier::start(
+            &cfg.notifications,
+            registry_mgmt::notify::Source::new(&cfg.http.addr),
+            Some(metrics.clone()),
+        )
+        .context("starting webhook notifications")?,
+    );
+    let registry = Registry::new(blob_store(&cfg, blobs, meta.clone())?, meta.clone())
+        .with_gc_grace(grace)
+        .with_events(notifier.clone());
     let shared = redis_coordinator(&cfg).await?;
-    let state = match &shared {
-        Some(coord) => state.with_coordinator(coord.clone()),
-        None => state,
+    let registry = match &shared {
+        Some(coord) => registry.with_coordinator(coord.clone()),
+        None => registry,
     };
+    let external = registry_external::External::start(
+        registry.clone(),
+        root,
+        &cfg.external,
+        &cfg.replication,
+        &cfg.proxies,
+    )
+    .context("starting external registries, replication and pull-through caches")?;
+    external.agree_secret_key().await?;
+    let registry = match external.upstream() {
+        Some(proxy) => registry.with_upstream(proxy),
+        None => registry,
+    };
+    let state = AppState::new(registry, cfg.policy()).with_push_hook(external.push_hook());
     let state = match registry_auth::Auth::from_config(&cfg.auth, root)
         .context("setting up authentication")?
     {
@@ -179,40 +202,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         None => state,
     };
-    let external = registry_external::External::start(
-        state.clone(),
-        root,
-        &cfg.external,
-        &cfg.replication,
-        &cfg.proxies,
-    )
-    .context("starting external registries, replication and pull-through caches")?;
-    external.agree_secret_key().await?;
-    let mut state = state.with_push_hook(external.push_hook());
-    if let Some(proxy) = external.interceptor() {
-        state = state.with_interceptor(proxy);
-    }
     if let Some(every) = gc_interval {
         spawn_periodic_gc(
-            state.clone(),
+            state.registry.clone(),
             every,
             grace,
             cfg.gc.deleteuntagged,
             cfg.gc.upload_age()?,
         );
     }
-    let metrics = Arc::new(
-        registry_mgmt::metrics::Metrics::new(meta.clone()).context("creating the metrics")?,
-    );
-    let notifier = Arc::new(
-        registry_mgmt::notify::Notifier::start(
-            &cfg.notifications,
-            registry_mgmt::notify::Source::new(&cfg.http.addr),
-            Some(metrics.clone()),
-        )
-        .context("starting webhook notifications")?,
-    );
-    let state = state.with_events(notifier.clone());
     let mgmt = registry_mgmt::MgmtState::new(state.clone(), metrics.clone())
         .with_openapi(registry_external::openapi());
     // The management API and external registries are for administrators (when auth is on);
@@ -275,7 +273,7 @@ fn serve_lock(root: &std::path::Path) -> anyhow::Result<std::fs::File> {
 
 /// Run GC inside the server every `every`, under the same locks as the API.
 fn spawn_periodic_gc(
-    state: AppState,
+    registry: Registry,
     every: std::time::Duration,
     grace: std::time::Duration,
     delete_untagged: bool,
@@ -294,17 +292,17 @@ fn spawn_periodic_gc(
                 upload_age,
             };
             match registry_gc::run(
-                state.meta.clone(),
-                state.blobs.clone(),
-                state.coord.clone(),
+                registry.meta().clone(),
+                registry.blobs().clone(),
+                registry.coordinator().clone(),
                 opts,
             )
             .await
             {
                 Ok(report) => {
-                    for (repo, digest) in &report.swept_manifests {
-                        state.cache.invalidate(repo, [digest.to_string().as_str()]);
-                    }
+                    registry.manifests_swept(
+                        report.swept_manifests.iter().map(|(r, d)| (r.as_str(), d)),
+                    );
                     tracing::info!(
                         manifests_deleted = report.manifests_deleted,
                         links_removed = report.links_removed,

@@ -253,7 +253,7 @@ async fn catalog(
     let mut repos: Vec<String> = Vec::new();
     let mut cursor = last;
     while n > 0 && repos.len() <= n {
-        let batch = st.meta.list_repositories(cursor.as_deref(), BATCH).await?;
+        let batch = st.registry.catalog(cursor.as_deref(), BATCH).await?;
         let done = batch.len() < BATCH;
         for r in batch {
             if auth.may_list(identity, &r) {

@@ -9,7 +9,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
 use http_range_header::{SyntacticallyCorrectRange, parse_range_header};
-use oci_core::Digest;
+use registry_core::{BlobRead, BlobWant};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -55,11 +55,6 @@ fn unsatisfiable(size: u64) -> ApiError {
     )
 }
 
-fn blob_unknown(digest: &Digest) -> ApiError {
-    ApiError::new(ErrorCode::BlobUnknown, "blob unknown to registry")
-        .detail(serde_json::json!({ "digest": digest.to_string() }))
-}
-
 fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).expect("header values built here are ASCII")
 }
@@ -73,19 +68,37 @@ pub async fn get(
     head: bool,
 ) -> ApiResult<Response> {
     let digest = parse_digest(digest)?;
-    // A client told that the blob exists may skip uploading it and reference it in a
-    // manifest soon: an old link is refreshed so that GC's grace covers that.
-    let Some(size) = crate::shared::touch_blob(st, name, &digest).await? else {
-        return Err(blob_unknown(&digest));
-    };
+    let repo = st.repository(name)?;
     let range_header = req
         .headers()
         .get(header::RANGE)
         .map(|v| v.to_str().unwrap_or("invalid").to_string());
+    let want = if head || range_header.is_some() {
+        BlobWant::Stored
+    } else {
+        BlobWant::Stream
+    };
+    let size = match repo.stat_blob(&digest, want).await? {
+        BlobRead::Local { size } => size,
+        BlobRead::Streaming { size, body } => {
+            // A pull-through miss: the upstream's body, stored as it streams.
+            let mut builder = Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_DIGEST, hv(&digest.to_string()))
+                .header(header::ETAG, hv(&format!("\"{digest}\"")));
+            if let Some(len) = size {
+                builder = builder.header(header::CONTENT_LENGTH, len);
+            }
+            return Ok(builder
+                .body(Body::from_stream(body))
+                .expect("valid response"));
+        }
+    };
     // Like Distribution: GET and HEAD go to the storage's presigned URL when it has one,
     // with or without Range. Several ranges are served here: S3 answers only single ranges.
     let multi_range = range_header.as_deref().is_some_and(|v| v.contains(','));
-    if !multi_range && let Some(url) = st.blobs.presigned_url(&digest, head).await? {
+    if !multi_range && let Some(url) = repo.presigned_url(&digest, head).await? {
         return Ok(Response::builder()
             .status(StatusCode::TEMPORARY_REDIRECT)
             .header(header::LOCATION, hv(&url))
@@ -108,7 +121,7 @@ pub async fn get(
             let body = if head {
                 Body::empty()
             } else {
-                Body::from_stream(st.blobs.read(&digest, 0, size).await?)
+                Body::from_stream(repo.read_blob(&digest, 0, size).await?)
             };
             builder
                 .status(StatusCode::OK)
@@ -122,7 +135,7 @@ pub async fn get(
             let body = if head {
                 Body::empty()
             } else {
-                Body::from_stream(st.blobs.read(&digest, start, len).await?)
+                Body::from_stream(repo.read_blob(&digest, start, len).await?)
             };
             builder
                 .status(StatusCode::PARTIAL_CONTENT)
@@ -158,15 +171,13 @@ pub async fn get(
             let body = if head {
                 Body::empty()
             } else {
-                let blobs = st.blobs.clone();
                 let digest = digest.clone();
                 let stream = stream::iter(parts)
                     .map(move |(part_head, start, len)| {
-                        let blobs = blobs.clone();
+                        let repo = repo.clone();
                         let digest = digest.clone();
                         let data = stream::once(async move {
-                            blobs
-                                .read(&digest, start, len)
+                            repo.read_blob(&digest, start, len)
                                 .await
                                 .map_err(std::io::Error::other)
                         })
@@ -193,19 +204,7 @@ pub async fn get(
 /// `DELETE` a blob from a repository (the content stays until garbage collection).
 pub async fn delete(st: &AppState, name: &str, digest: &str) -> ApiResult<Response> {
     let digest = parse_digest(digest)?;
-    if !st.meta.unlink_blob(name, &digest).await? {
-        return Err(blob_unknown(&digest));
-    }
-    st.events.emit(crate::events::Event::new(
-        crate::events::Action::Delete,
-        crate::events::Target {
-            repository: name.to_string(),
-            media_type: Some("application/octet-stream".into()),
-            digest: Some(digest.clone()),
-            ..Default::default()
-        },
-    ));
-    crate::shared::repository_changed(st, name).await;
+    st.repository(name)?.delete_blob(&digest).await?;
     Ok(Response::builder()
         .status(StatusCode::ACCEPTED)
         .header(CONTENT_DIGEST, hv(&digest.to_string()))

@@ -2,6 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use registry_core::CoreError;
 use registry_meta::MetaError;
 use registry_storage::StorageError;
 
@@ -214,6 +215,74 @@ impl From<StorageError> for ApiError {
             }
             StorageError::Body(e) => ApiError::new(ErrorCode::BlobUploadInvalid, format!("reading the request body: {e}")),
             StorageError::Io(e) => ApiError::new(ErrorCode::Unknown, format!("storage: {e}")),
+        }
+    }
+}
+
+fn retry_later(e: ApiError) -> ApiError {
+    e.header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        use serde_json::json;
+        let message = e.to_string();
+        match e {
+            CoreError::NameInvalid(_) => ApiError::new(ErrorCode::NameInvalid, message),
+            CoreError::NameUnknown(name) => {
+                ApiError::new(ErrorCode::NameUnknown, message).detail(json!({ "name": name }))
+            }
+            CoreError::TagInvalid(_)
+            | CoreError::ManifestInvalid(_)
+            | CoreError::ReferenceSizeMismatch { .. } => {
+                ApiError::new(ErrorCode::ManifestInvalid, message)
+            }
+            CoreError::ManifestUnknown { name, reference } => {
+                ApiError::new(ErrorCode::ManifestUnknown, message)
+                    .detail(json!({ "name": name, "reference": reference }))
+            }
+            CoreError::UnsupportedMediaType(mt) => {
+                ApiError::new(ErrorCode::ManifestInvalid, message)
+                    .detail(json!({ "mediaType": mt }))
+            }
+            CoreError::ManifestDigestMismatch { expected, computed } => {
+                ApiError::new(ErrorCode::DigestInvalid, message).detail(
+                    json!({ "expected": expected.to_string(), "computed": computed.to_string() }),
+                )
+            }
+            CoreError::ManifestBlobUnknown(d) => {
+                ApiError::new(ErrorCode::ManifestBlobUnknown, message)
+                    .detail(json!({ "digest": d.to_string() }))
+            }
+            CoreError::BlobUnknown(d) => ApiError::new(ErrorCode::BlobUnknown, message)
+                .detail(json!({ "digest": d.to_string() })),
+            CoreError::UploadUnknown(id) => {
+                ApiError::new(ErrorCode::BlobUploadUnknown, message).detail(json!({ "uuid": id }))
+            }
+            // As the spec answers a chunk that does not follow the session's end: the client
+            // asks the status and resumes.
+            CoreError::UploadBusy { id, size } => {
+                let mut err = retry_later(
+                    ApiError::new(ErrorCode::BlobUploadInvalid, message)
+                        .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                        .detail(json!({ "uuid": id })),
+                );
+                if let Some(size) = size {
+                    err = err.header(
+                        header::RANGE,
+                        HeaderValue::from_str(&format!("0-{}", size.saturating_sub(1)))
+                            .expect("ascii"),
+                    );
+                }
+                err
+            }
+            CoreError::ChunkMismatch { .. } => ApiError::new(ErrorCode::SizeInvalid, message),
+            CoreError::ReadThrough(_) => ApiError::new(ErrorCode::Denied, message),
+            CoreError::Unavailable(_) => {
+                retry_later(ApiError::new(ErrorCode::Unavailable, message))
+            }
+            CoreError::Storage(e) => e.into(),
+            CoreError::Meta(e) => e.into(),
         }
     }
 }

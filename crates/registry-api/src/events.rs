@@ -1,155 +1,45 @@
-//! Registry events (push, delete) handed to an [`EventSink`], such as a webhook notifier.
-//!
-//! Handlers emit an [`Event`] after a change is committed. The request it came from is
-//! taken from a task-local set by [`capture`], a middleware of the router, so handlers need
-//! no extra parameters. A sink must return at once: it queues, it never blocks or fails the
-//! request.
+//! Events from the HTTP side: [`capture`] records each write's request for the events
+//! that [`registry_core`] operations emit, and [`request_info`] reads a request's facts.
+//! The event types themselves live in [`registry_core::events`].
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use oci_core::Digest;
-
-/// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// A manifest was stored.
-    Push,
-    /// A manifest, tag, blob link or repository was removed.
-    Delete,
-}
-
-impl Action {
-    /// The name Distribution uses (`push`, `delete`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Push => "push",
-            Action::Delete => "delete",
-        }
-    }
-}
-
-/// What an event is about.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Target {
-    /// Repository name.
-    pub repository: String,
-    /// Media type of the manifest or blob, when known.
-    pub media_type: Option<String>,
-    /// Digest of the manifest or blob, when known.
-    pub digest: Option<Digest>,
-    /// Size in bytes, when known.
-    pub size: Option<u64>,
-    /// Tag, when the event concerns one.
-    pub tag: Option<String>,
-}
-
-/// The request that caused an event.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RequestInfo {
-    /// The `x-request-id`.
-    pub id: String,
-    /// Client address (first `X-Forwarded-For` entry, else the peer address).
-    pub addr: String,
-    /// `Host` header.
-    pub host: String,
-    /// HTTP method.
-    pub method: String,
-    /// `User-Agent` header.
-    pub user_agent: String,
-    /// Authenticated user, when an auth layer set an [`Actor`] extension.
-    pub actor: Option<String>,
-}
+pub use registry_core::events::{Action, Event, EventSink, NoEvents, RequestInfo, Target};
 
 /// Request extension an authentication layer may set to name the user in events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor(pub String);
 
-impl RequestInfo {
-    /// Read the facts of a request (headers, peer address, [`Actor`] extension).
-    pub fn from_request<B>(req: &axum::http::Request<B>) -> RequestInfo {
-        let h = |name: &str| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        };
-        let forwarded = h("x-forwarded-for");
-        let addr = match forwarded.split(',').next().map(str::trim) {
-            Some(first) if !first.is_empty() => first.to_string(),
-            _ => req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.to_string())
-                .unwrap_or_default(),
-        };
-        RequestInfo {
-            id: h("x-request-id"),
-            addr,
-            host: h(header::HOST.as_str()),
-            method: req.method().to_string(),
-            user_agent: h(header::USER_AGENT.as_str()),
-            actor: req.extensions().get::<Actor>().map(|a| a.0.clone()),
-        }
+/// Read the facts of a request (headers, peer address, [`Actor`] extension).
+pub fn request_info<B>(req: &axum::http::Request<B>) -> RequestInfo {
+    let h = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let forwarded = h("x-forwarded-for");
+    let addr = match forwarded.split(',').next().map(str::trim) {
+        Some(first) if !first.is_empty() => first.to_string(),
+        _ => req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_default(),
+    };
+    RequestInfo {
+        id: h("x-request-id"),
+        addr,
+        host: h(header::HOST.as_str()),
+        method: req.method().to_string(),
+        user_agent: h(header::USER_AGENT.as_str()),
+        actor: req.extensions().get::<Actor>().map(|a| a.0.clone()),
     }
-}
-
-/// One event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    /// Unique id.
-    pub id: String,
-    /// When it happened.
-    pub timestamp: SystemTime,
-    /// Push or delete.
-    pub action: Action,
-    /// What it concerns.
-    pub target: Target,
-    /// The request that caused it.
-    pub request: RequestInfo,
-}
-
-impl Event {
-    /// An event for the request being served (see [`capture`]); outside one, the request
-    /// facts are empty.
-    pub fn new(action: Action, target: Target) -> Event {
-        let request = REQUEST.try_with(Clone::clone).unwrap_or_default();
-        Event::with_request(action, target, request)
-    }
-
-    /// An event with explicit request facts.
-    pub fn with_request(action: Action, target: Target, request: RequestInfo) -> Event {
-        Event {
-            id: uuid::Uuid::new_v4().to_string(),
-            timestamp: SystemTime::now(),
-            action,
-            target,
-            request,
-        }
-    }
-}
-
-/// Receives events. `emit` must return at once and never fail the request.
-pub trait EventSink: Send + Sync + 'static {
-    /// Accept one event (queue it, or drop it with a warning).
-    fn emit(&self, event: Event);
-}
-
-/// The default sink: drops every event.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoEvents;
-
-impl EventSink for NoEvents {
-    fn emit(&self, _event: Event) {}
-}
-
-tokio::task_local! {
-    static REQUEST: RequestInfo;
 }
 
 /// Middleware: makes the request's facts available to [`Event::new`] while it is served.
@@ -158,6 +48,6 @@ pub async fn capture(req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD) {
         return next.run(req).await;
     }
-    let info = RequestInfo::from_request(&req);
-    REQUEST.scope(info, next.run(req)).await
+    let info = request_info(&req);
+    registry_core::events::with_request(info, next.run(req)).await
 }

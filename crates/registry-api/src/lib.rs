@@ -1,25 +1,27 @@
 //! The OCI Distribution v1.1 HTTP API, as an axum [`Router`].
 //!
+//! The HTTP side only: requests are parsed, admitted and answered here, and every operation
+//! goes to a [`registry_core::Repository`].
+//!
 //! - [`route`]: turns `/v2/...` paths (whose repository names contain slashes) into [`route::Route`]s.
 //! - [`blobs`], [`uploads`], [`manifests`], [`listing`]: one module per resource family.
-//! - [`cache`]: the in-process manifest cache that makes pulls by tag cheap.
+//! - [`auth`]: the guard in front of `/v2` and the management API; `/token`.
+//! - [`events`]: the request behind each write, for the events the registry emits.
+//! - [`stall`]: request bodies cut off when they stall.
 //! - [`error`]: the spec's error codes and JSON body.
 
 pub mod auth;
 pub mod blobs;
-pub mod cache;
 pub mod error;
 pub mod events;
 pub mod hooks;
 pub mod listing;
 pub mod manifests;
 pub mod route;
-pub mod shared;
 pub mod stall;
 pub mod uploads;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -27,16 +29,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use oci_core::Digest;
-use registry_coord::{Coordinator, LocalCoordinator, LockGuard};
-use registry_meta::MetaStore;
-use registry_storage::BlobStore;
+use registry_core::{Registry, Repository};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::Instrument;
 
-use crate::cache::ManifestCache;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::route::Route;
 
 /// The API version header every Docker client checks.
@@ -45,38 +43,23 @@ pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
 /// Largest manifest accepted, in bytes.
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 
-/// Everything a handler needs: storage, metadata and the manifest cache.
+/// Everything a handler needs: the registry service, the operator's policy, its limits,
+/// authentication and the push hook.
 #[derive(Clone)]
 pub struct AppState {
-    /// Blob content.
-    pub blobs: Arc<dyn BlobStore>,
-    /// Metadata.
-    pub meta: Arc<dyn MetaStore>,
-    /// Manifests by (repository, reference).
-    pub cache: Arc<ManifestCache>,
+    /// The registry: every read and write goes through it.
+    pub registry: Registry,
     /// Operator policy.
     pub policy: Arc<Policy>,
     /// Permits for requests that write blob data, when limited.
     upload_permits: Option<Arc<tokio::sync::Semaphore>>,
     /// One permit per manifest byte being received, when limited.
     manifest_bytes: Option<Arc<tokio::sync::Semaphore>>,
-    /// Push hook and request interceptor (none by default).
-    pub hooks: hooks::Hooks,
-    /// Locks shared with other replicas and with garbage collection.
-    pub coord: Arc<dyn Coordinator>,
-    /// Garbage collection's grace period: blob links older than half of it are refreshed
-    /// when a client is told the blob exists.
-    pub gc_grace: Duration,
-    /// Where push and delete events go (a no-op unless set with [`AppState::with_events`]).
-    pub events: Arc<dyn events::EventSink>,
+    /// Told about every manifest a client pushed (none by default).
+    pub push_hook: Option<Arc<dyn hooks::PushHook>>,
     /// Authentication and authorization; `None` lets every request through.
     pub auth: Option<Arc<registry_auth::Auth>>,
-    /// Whether lookups go through the coordinator's cache ([`shared`]).
-    shared_cache: bool,
 }
-
-/// GC's default grace period (config `gc.graceperiod`).
-pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 
 /// Operator policy: what the registry allows.
 #[derive(Debug, Clone)]
@@ -110,8 +93,8 @@ impl Default for Policy {
 }
 
 impl AppState {
-    /// Assemble a state from a blob store, a metadata store and a policy.
-    pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, policy: Policy) -> AppState {
+    /// Serve `registry` under `policy`.
+    pub fn new(registry: Registry, policy: Policy) -> AppState {
         let upload_permits = (policy.max_concurrent_uploads > 0)
             .then(|| Arc::new(tokio::sync::Semaphore::new(policy.max_concurrent_uploads)));
         let manifest_bytes = (policy.max_manifest_bytes_in_flight > 0).then(|| {
@@ -122,68 +105,23 @@ impl AppState {
             ))
         });
         AppState {
-            blobs,
-            meta,
-            cache: Arc::new(ManifestCache::new(64 << 20)),
+            registry,
             policy: Arc::new(policy),
             upload_permits,
             manifest_bytes,
-            hooks: hooks::Hooks::default(),
-            coord: Arc::new(LocalCoordinator::new()),
-            gc_grace: DEFAULT_GC_GRACE,
-            events: Arc::new(events::NoEvents),
+            push_hook: None,
             auth: None,
-            shared_cache: false,
         }
     }
 
-    /// Coordinate with other replicas through `coord`: locks, invalidation of this
-    /// process's manifest cache by every replica's writes, and [`shared`] lookups through
-    /// its cache. Must be called inside a Tokio runtime (a task follows the invalidations).
-    pub fn with_coordinator(mut self, coord: Arc<dyn Coordinator>) -> AppState {
-        self.cache.follow(coord.invalidations());
-        self.coord = coord;
-        self.shared_cache = true;
-        self
+    /// The repository a request names; `NAME_INVALID` if the name breaks the grammar.
+    pub fn repository(&self, name: &str) -> ApiResult<Repository> {
+        Ok(self.registry.repository(name)?)
     }
 
-    /// Set garbage collection's grace period (see [`AppState::gc_grace`]).
-    pub fn with_gc_grace(mut self, grace: Duration) -> AppState {
-        self.gc_grace = grace;
-        self
-    }
-
-    /// Take the lock `keys::blob(digest)`: held while a blob is committed and linked (or a
-    /// manifest stored), so that garbage collection, which sweeps a digest under the same
-    /// lock, never deletes content that is about to be referenced.
-    pub async fn blob_lock(&self, digest: &Digest) -> Result<LockGuard, ApiError> {
-        registry_coord::locks::blob(&*self.coord, &digest.to_string())
-            .await
-            .map_err(|e| shared::lock_failed(e, "this blob"))
-    }
-
-    /// When a link older than this is used, its timestamp is refreshed (half the grace).
-    pub fn link_refresh_before(&self) -> std::time::SystemTime {
-        std::time::SystemTime::now()
-            .checked_sub(self.gc_grace / 2)
-            .unwrap_or(std::time::UNIX_EPOCH)
-    }
-
-    /// Call `hook` after every successful manifest push.
+    /// Call `hook` after every successful manifest push by a client.
     pub fn with_push_hook(mut self, hook: Arc<dyn hooks::PushHook>) -> AppState {
-        self.hooks.push = Some(hook);
-        self
-    }
-
-    /// Let `interceptor` see (and possibly answer) every routed request first.
-    pub fn with_interceptor(mut self, interceptor: Arc<dyn hooks::Interceptor>) -> AppState {
-        self.hooks.interceptor = Some(interceptor);
-        self
-    }
-
-    /// Send push and delete events to `sink`.
-    pub fn with_events(mut self, sink: Arc<dyn events::EventSink>) -> AppState {
-        self.events = sink;
+        self.push_hook = Some(hook);
         self
     }
 
@@ -303,13 +241,6 @@ async fn dispatch(State(st): State<AppState>, req: Request<Body>) -> Response {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let req = match &st.hooks.interceptor {
-        Some(i) => match i.before(&st, &route, req).await {
-            Ok(req) => req,
-            Err(resp) => return resp,
-        },
-        None => req,
-    };
     let result = match (&route, &method) {
         (Route::Catalog, &Method::GET) => listing::catalog(&st, req).await,
         (Route::Tags { name }, &Method::GET) => listing::tags(&st, name, req).await,
@@ -345,13 +276,6 @@ async fn dispatch(State(st): State<AppState>, req: Request<Body>) -> Response {
             format!("{method} is not supported on this endpoint"),
         )),
     };
-    if let (Some(hook), Ok(resp), Route::Manifest { name, reference }) =
-        (&st.hooks.push, &result, &route)
-        && method == Method::PUT
-        && resp.status() == StatusCode::CREATED
-    {
-        notify_push(hook.as_ref(), name, reference, resp);
-    }
     match result {
         Ok(resp) => resp,
         Err(e) if method == Method::HEAD => {
@@ -362,23 +286,5 @@ async fn dispatch(State(st): State<AppState>, req: Request<Body>) -> Response {
             resp
         }
         Err(e) => e.into_response(),
-    }
-}
-
-/// Tell the push hook about a stored manifest, from the `201` response's headers.
-fn notify_push(hook: &dyn hooks::PushHook, name: &str, reference: &str, resp: &Response) {
-    let digest_of = |h: &str| {
-        resp.headers()
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-    };
-    if let Some(digest) = digest_of(blobs::CONTENT_DIGEST) {
-        hook.manifest_pushed(hooks::PushEvent {
-            repository: name.to_string(),
-            reference: reference.to_string(),
-            digest,
-            subject: digest_of(manifests::OCI_SUBJECT),
-        });
     }
 }

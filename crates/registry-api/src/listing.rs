@@ -73,19 +73,11 @@ fn split_page(mut items: Vec<String>, n: usize) -> (Vec<String>, Option<String>)
 /// `GET /v2/<name>/tags/list`.
 pub async fn tags(st: &AppState, name: &str, req: Request) -> ApiResult<Response> {
     let p = page(&req)?;
-    if !st.meta.repository_exists(name).await? {
-        return Err(ApiError::new(
-            ErrorCode::NameUnknown,
-            "repository name not known to registry",
-        )
-        .detail(serde_json::json!({ "name": name })));
-    }
     let n = p.n.unwrap_or(usize::MAX - 1);
-    let items = if n == 0 {
-        Vec::new()
-    } else {
-        st.meta.list_tags(name, p.last.as_deref(), n + 1).await?
-    };
+    let items = st
+        .repository(name)?
+        .tags(p.last.as_deref(), if n == 0 { 0 } else { n + 1 })
+        .await?;
     let (tags, next) = split_page(items, n);
     let link = next.map(|last| {
         format!(
@@ -106,7 +98,7 @@ pub async fn catalog(st: &AppState, req: Request) -> ApiResult<Response> {
     let items = if n == 0 {
         Vec::new()
     } else {
-        st.meta.list_repositories(p.last.as_deref(), n + 1).await?
+        st.registry.catalog(p.last.as_deref(), n + 1).await?
     };
     let (repos, next) = split_page(items, n);
     let link =
@@ -129,10 +121,12 @@ pub async fn referrers(
         .into_iter()
         .find(|(k, _)| k == "artifactType")
         .map(|(_, v)| v);
-    let records = st.meta.referrers(name, &subject).await?;
+    let records = st
+        .repository(name)?
+        .referrers(&subject, filter.as_deref())
+        .await?;
     let manifests: Vec<serde_json::Value> = records
         .into_iter()
-        .filter(|r| filter.is_none() || r.artifact_type == filter)
         .map(|r| {
             let mut d = serde_json::json!({
                 "mediaType": r.media_type,

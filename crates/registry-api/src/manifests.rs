@@ -1,7 +1,5 @@
 //! `GET`, `HEAD`, `PUT` and `DELETE /v2/<name>/manifests/<reference>`.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -9,26 +7,18 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use oci_core::manifest::MANIFEST_MEDIA_TYPES;
-use oci_core::{Algorithm, Digest, ManifestError, ParsedManifest, validate_tag};
-use registry_meta::{ManifestRecord, MetaError, NewManifest};
+use oci_core::validate_tag;
+use registry_core::{CoreError, Reference};
 
 use crate::blobs::CONTENT_DIGEST;
-use crate::cache::CachedManifest;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::events::{Action, Event, Target};
+use crate::hooks::PushEvent;
 use crate::route::parse_digest;
-use crate::shared;
 use crate::uploads::query_pairs;
 use crate::{AppState, MAX_MANIFEST_SIZE};
 
 /// Header naming the subject of a stored referrer.
 pub const OCI_SUBJECT: &str = "oci-subject";
-
-/// A reference: a tag, or a digest (anything containing `:`).
-enum Reference {
-    Tag(String),
-    Digest(Digest),
-}
 
 fn manifest_unknown(name: &str, reference: &str) -> ApiError {
     ApiError::new(ErrorCode::ManifestUnknown, "manifest unknown to registry")
@@ -71,41 +61,6 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
     !named_manifest_type
 }
 
-/// Load a manifest through the cache.
-async fn load(
-    st: &AppState,
-    name: &str,
-    reference: &str,
-    parsed: &Reference,
-) -> ApiResult<Arc<CachedManifest>> {
-    if let Some(hit) = st.cache.get(name, reference) {
-        return Ok(hit);
-    }
-    let epoch = st.cache.epoch();
-    let found = match parsed {
-        Reference::Tag(tag) => shared::resolve_tag(st, name, tag).await?,
-        Reference::Digest(d) => st
-            .meta
-            .get_manifest(name, d)
-            .await?
-            .map(|r| (r.digest, r.media_type)),
-    };
-    let (digest, media_type) = found.ok_or_else(|| manifest_unknown(name, reference))?;
-    // The bytes of a digest never change: take them from the cache when it has them.
-    let body = match st.cache.get(name, &digest.to_string()) {
-        Some(hit) => hit.body.clone(),
-        None => st.blobs.get_bytes(&digest).await?,
-    };
-    let entry = Arc::new(CachedManifest {
-        digest,
-        media_type,
-        body,
-    });
-    st.cache
-        .insert_if_current(epoch, name, reference, entry.clone());
-    Ok(entry)
-}
-
 /// `GET`/`HEAD` a manifest by tag or digest.
 pub async fn get(
     st: &AppState,
@@ -121,7 +76,7 @@ pub async fn get(
         }
         Err(e) => return Err(e),
     };
-    let entry = load(st, name, reference, &parsed).await?;
+    let entry = st.repository(name)?.get_manifest(&parsed).await?;
     // A digest pins the content; content negotiation applies to tags.
     if matches!(parsed, Reference::Tag(_)) && !accepts(req.headers(), &entry.media_type) {
         return Err(manifest_unknown(name, reference).detail(serde_json::json!({
@@ -227,141 +182,46 @@ async fn read_manifest_body(
     Ok((buf.freeze(), permit))
 }
 
-fn manifest_error(e: ManifestError) -> ApiError {
-    match e {
-        ManifestError::Unsupported(mt) => ApiError::new(
-            ErrorCode::ManifestInvalid,
-            format!("unsupported manifest media type {mt:?}"),
-        )
-        .detail(serde_json::json!({ "mediaType": mt })),
-        other => ApiError::new(ErrorCode::ManifestInvalid, other.to_string()),
-    }
-}
-
-fn blob_unknown(digest: &Digest) -> ApiError {
-    ApiError::new(
-        ErrorCode::ManifestBlobUnknown,
-        "manifest references a blob or manifest unknown to registry",
-    )
-    .detail(serde_json::json!({ "digest": digest.to_string() }))
-}
-
-fn size_mismatch(digest: &Digest, declared: u64, actual: u64) -> ApiError {
-    ApiError::new(
-        ErrorCode::ManifestInvalid,
-        format!("descriptor of {digest} declares {declared} bytes, but the registry has {actual}"),
-    )
-}
-
 /// `PUT` a manifest by tag or digest, with optional `?tag=` parameters.
 pub async fn put(st: &AppState, name: &str, reference: &str, req: Request) -> ApiResult<Response> {
+    let repo = st.repository(name)?;
+    if repo.is_read_through() {
+        return Err(CoreError::ReadThrough(name.to_string()).into());
+    }
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut tags = Vec::new();
-    let pinned = match parse_reference(reference)? {
-        Reference::Tag(t) => {
-            tags.push(t);
-            None
-        }
-        Reference::Digest(d) => Some(d),
-    };
-    for (k, v) in query_pairs(&req) {
-        if k == "tag" {
-            validate_tag(&v)
-                .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
-            if !tags.contains(&v) {
-                tags.push(v);
-            }
-        }
-    }
+    let parsed = parse_reference(reference)?;
+    let tags: Vec<String> = query_pairs(&req)
+        .into_iter()
+        .filter(|(k, _)| k == "tag")
+        .map(|(_, v)| v)
+        .collect();
     let (body, _in_flight) = read_manifest_body(st, req).await?;
-    let parsed = ParsedManifest::parse(&body, content_type.as_deref()).map_err(manifest_error)?;
-    let algorithm = pinned.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
-    let digest = Digest::of(algorithm, &body);
-    if let Some(p) = &pinned
-        && p != &digest
-    {
-        return Err(ApiError::new(
-            ErrorCode::DigestInvalid,
-            "manifest digest does not match the reference",
-        )
-        .detail(serde_json::json!({ "expected": p.to_string(), "computed": digest.to_string() })));
+    let stored = repo
+        .put_manifest(&parsed, &tags, body, content_type.as_deref())
+        .await?;
+    let digest_str = stored.digest.to_string();
+    if let Some(hook) = &st.push_hook {
+        hook.manifest_pushed(PushEvent {
+            repository: name.to_string(),
+            reference: reference.to_string(),
+            digest: stored.digest.clone(),
+            subject: stored.subject.clone(),
+        });
     }
-    for d in parsed.required_blobs() {
-        match st.meta.repo_blob(name, &d.digest).await? {
-            None => return Err(blob_unknown(&d.digest)),
-            Some(size) if size != d.size => return Err(size_mismatch(&d.digest, d.size, size)),
-            Some(_) => {}
-        }
-    }
-    for child in &parsed.manifests {
-        match st.meta.get_manifest(name, &child.digest).await? {
-            None => return Err(blob_unknown(&child.digest)),
-            Some(rec) if rec.size != child.size => {
-                return Err(size_mismatch(&child.digest, child.size, rec.size));
-            }
-            Some(_) => {}
-        }
-    }
-    // Content and metadata under the digest's lock, so that GC cannot delete the content
-    // between the write and the metadata that references it.
-    let lock = st.blob_lock(&digest).await?;
-    st.blobs.put_bytes(&digest, body.clone()).await?;
-    let record = ManifestRecord {
-        digest: digest.clone(),
-        media_type: parsed.media_type.clone(),
-        size: body.len() as u64,
-        artifact_type: parsed.effective_artifact_type(),
-        subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
-        annotations: parsed
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::to_string(a).expect("string maps serialize")),
-    };
-    let new = NewManifest {
-        record,
-        blobs: parsed.required_blobs().map(|d| d.digest.clone()).collect(),
-        children: parsed.manifests.iter().map(|d| d.digest.clone()).collect(),
-    };
-    let tag_locks = registry_coord::locks::tags(&*st.coord, name, &tags)
-        .await
-        .map_err(|e| shared::lock_failed(e, "a tag of this manifest"))?;
-    match st.meta.put_manifest(name, &new, &tags).await {
-        Ok(()) => {}
-        // A reference disappeared since the checks above (garbage collection swept it).
-        Err(MetaError::MissingReference(d)) => return Err(blob_unknown(&d)),
-        Err(e) => return Err(e.into()),
-    }
-    drop(lock);
-    let digest_str = digest.to_string();
-    st.cache.invalidate(
-        name,
-        tags.iter().map(String::as_str).chain([digest_str.as_str()]),
-    );
-    shared::repository_changed(st, name).await;
-    drop(tag_locks);
-    tracing::info!(repository = name, digest = %digest, tags = ?tags, "manifest stored");
-    emit_push(
-        st,
-        name,
-        &digest,
-        &parsed.media_type,
-        body.len() as u64,
-        &tags,
-    );
     let mut resp = Response::builder()
         .status(StatusCode::CREATED)
         .header(
             header::LOCATION,
-            hv(&format!("/v2/{name}/manifests/{digest}")),
+            hv(&format!("/v2/{name}/manifests/{digest_str}")),
         )
         .header(CONTENT_DIGEST, hv(&digest_str))
         .header(header::CONTENT_LENGTH, 0);
-    if let Some(subject) = &parsed.subject {
-        resp = resp.header(OCI_SUBJECT, hv(&subject.digest.to_string()));
+    if let Some(subject) = &stored.subject {
+        resp = resp.header(OCI_SUBJECT, hv(&subject.to_string()));
     }
     Ok(resp.body(Body::empty()).expect("valid response"))
 }
@@ -375,44 +235,13 @@ pub async fn delete(st: &AppState, name: &str, reference: &str) -> ApiResult<Res
         }
         Err(e) => return Err(e),
     };
+    let repo = st.repository(name)?;
     match parsed {
         Reference::Digest(d) => {
-            let tags = st
-                .meta
-                .delete_manifest(name, &d)
-                .await?
-                .ok_or_else(|| manifest_unknown(name, reference))?;
-            st.cache
-                .invalidate(name, tags.iter().map(String::as_str).chain([reference]));
-            shared::repository_changed(st, name).await;
-            tracing::info!(repository = name, digest = %d, tags = ?tags, "manifest deleted");
-            st.events.emit(Event::new(
-                Action::Delete,
-                Target {
-                    repository: name.to_string(),
-                    digest: Some(d.clone()),
-                    ..Target::default()
-                },
-            ));
+            repo.delete_manifest(&d).await?;
         }
         Reference::Tag(t) => {
-            let _tag_lock = registry_coord::locks::tag(&*st.coord, name, &t)
-                .await
-                .map_err(|e| shared::lock_failed(e, "this tag"))?;
-            if !st.meta.delete_tag(name, &t).await? {
-                return Err(manifest_unknown(name, reference));
-            }
-            st.cache.invalidate(name, [t.as_str()]);
-            shared::repository_changed(st, name).await;
-            tracing::info!(repository = name, tag = %t, "tag deleted");
-            st.events.emit(Event::new(
-                Action::Delete,
-                Target {
-                    repository: name.to_string(),
-                    tag: Some(t.clone()),
-                    ..Target::default()
-                },
-            ));
+            repo.untag(&t).await?;
         }
     }
     Ok(Response::builder()
@@ -420,29 +249,4 @@ pub async fn delete(st: &AppState, name: &str, reference: &str) -> ApiResult<Res
         .header(header::CONTENT_LENGTH, 0)
         .body(Body::empty())
         .expect("valid response"))
-}
-
-/// One push event per tag the manifest was stored under (one without a tag when pushed by
-/// digest only).
-fn emit_push(
-    st: &AppState,
-    name: &str,
-    digest: &Digest,
-    media_type: &str,
-    size: u64,
-    tags: &[String],
-) {
-    let target = |tag: Option<&String>| Target {
-        repository: name.to_string(),
-        media_type: Some(media_type.to_string()),
-        digest: Some(digest.clone()),
-        size: Some(size),
-        tag: tag.cloned(),
-    };
-    if tags.is_empty() {
-        st.events.emit(Event::new(Action::Push, target(None)));
-    }
-    for tag in tags {
-        st.events.emit(Event::new(Action::Push, target(Some(tag))));
-    }
 }

@@ -1,5 +1,5 @@
 //! Repository generations: how lookups cached in the coordinator's cache (blob sizes, tag
-//! resolutions; see `registry_api::shared`) are invalidated without a race.
+//! resolutions; see `registry_core::lookups`) are invalidated without a race.
 //!
 //! Each repository has a generation, a random token under [`generation_key`]. A cached
 //! lookup is stored with the generation read *before* its database read and served only

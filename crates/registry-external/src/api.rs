@@ -314,7 +314,7 @@ async fn push(State(inner): St, bytes: Bytes) -> Response {
             let rec = inner.registries.get(&req.registry_id).await?;
             let remote = inner.registries.remote_for(&rec, REPLICATION_RETRIES)?;
             let (digest, stats) = replicate::push(
-                &inner.st,
+                &inner.registry,
                 &remote,
                 &rec.id,
                 &inner.hints,
@@ -358,9 +358,14 @@ async fn pull(State(inner): St, bytes: Bytes) -> Response {
                 .registries
                 .remote(&req.registry_id, REPLICATION_RETRIES)
                 .await?;
-            let (digest, stats) =
-                replicate::pull(&inner.st, &remote, &req.repository, &req.reference, &target)
-                    .await?;
+            let (digest, stats) = replicate::pull(
+                &inner.registry,
+                &remote,
+                &req.repository,
+                &req.reference,
+                &target,
+            )
+            .await?;
             Ok(Json(CopyResult {
                 digest: digest.to_string(),
                 target_repository: target,
@@ -480,7 +485,7 @@ async fn create_rule(State(inner): St, bytes: Bytes) -> Response {
             body: serde_json::to_string(&rule).unwrap_or_default(),
             created_at: now(),
         };
-        inner.st.meta.put_replication_rule(&rec).await?;
+        inner.registry.meta().put_replication_rule(&rec).await?;
         tracing::info!(rule = %rule.name, created = %rfc3339(rec.created_at), "replication rule created");
         Ok((StatusCode::CREATED, Json(rule_view(&rule, "api"))).into_response())
     }
@@ -508,7 +513,7 @@ async fn delete_rule(State(inner): St, Path(id): Path<String>) -> Response {
                     "rules from the configuration file cannot be deleted here".into(),
                 ));
             }
-            if !inner.st.meta.delete_replication_rule(&id).await? {
+            if !inner.registry.meta().delete_replication_rule(&id).await? {
                 return Err(ExternalError::NotFound(format!("no rule {id:?}")));
             }
             Ok(StatusCode::NO_CONTENT.into_response())

@@ -54,6 +54,17 @@ impl From<registry_api::error::ApiError> for ExternalError {
     }
 }
 
+impl From<registry_core::CoreError> for ExternalError {
+    fn from(e: registry_core::CoreError) -> ExternalError {
+        match e {
+            registry_core::CoreError::Storage(e) => ExternalError::Storage(e),
+            registry_core::CoreError::Meta(e) => ExternalError::Meta(e),
+            // Refused as the /v2 API would refuse it, with the spec's code.
+            other => registry_api::error::ApiError::from(other).into(),
+        }
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, ExternalError>;
 

@@ -6,7 +6,7 @@
 //! - [`registries`]: stored records (secrets sealed by [`secret`]) and their JSON view.
 //! - [`replicate`]: copying an image with all platforms and referrers, both directions.
 //! - [`jobs`]: rules, the job queue with retries, job status.
-//! - [`proxy`]: the pull-through cache, an [`Interceptor`](registry_api::hooks::Interceptor) of the /v2 API.
+//! - [`proxy`]: the pull-through cache, the registry's [`Upstream`](registry_core::Upstream).
 //! - [`api`]: the `/api/v1/registry/external` and `/api/v1/replication` router.
 //! - [`config`]: the configuration blocks; [`glob`]: repository and tag patterns.
 
@@ -26,8 +26,8 @@ pub use api::openapi;
 use std::path::Path;
 use std::sync::Arc;
 
-use registry_api::AppState;
 use registry_api::hooks::{PushEvent, PushHook};
+use registry_core::Registry;
 use tokio::sync::mpsc;
 
 use crate::config::{ExternalConfig, ProxySpec, ReplicationConfig, RuleSpec};
@@ -47,8 +47,8 @@ pub struct External {
 
 /// State shared by handlers and background tasks.
 pub struct Inner {
-    /// The registry's own state (storage, metadata, cache), without hooks.
-    pub st: AppState,
+    /// The registry (local repositories, without the pull-through upstream).
+    pub registry: Registry,
     /// External registry records and clients.
     pub registries: Arc<Registries>,
     /// Rules from configuration.
@@ -73,8 +73,8 @@ impl External {
         let ours = self.inner.registries.key_fingerprint();
         let agreed = self
             .inner
-            .st
-            .meta
+            .registry
+            .meta()
             .agree_key_fingerprint(SECRET_KEY_NAME, ours)
             .await?;
         if agreed != ours {
@@ -92,14 +92,14 @@ impl External {
     /// Start the service: load the secrets key (`data_dir/external.key` when not configured),
     /// check configured rules and proxies, and spawn the replication worker.
     pub fn start(
-        st: AppState,
+        registry: Registry,
         data_dir: &Path,
         external: &ExternalConfig,
         replication: &ReplicationConfig,
         proxies: &[ProxySpec],
     ) -> Result<External> {
         let secrets = secret::SecretBox::load(external.secretkey.as_deref(), data_dir)?;
-        let registries = Arc::new(Registries::new(st.meta.clone(), secrets));
+        let registries = Arc::new(Registries::new(registry.meta().clone(), secrets));
         let mut config_rules = Vec::new();
         for r in &replication.rules {
             let mut r = r.clone();
@@ -115,7 +115,7 @@ impl External {
         let (queue, queue_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
-            st,
+            registry,
             registries,
             config_rules,
             jobs: parking_lot::Mutex::new(JobList::default()),
@@ -138,11 +138,10 @@ impl External {
         Arc::new(Hook(self.inner.events.clone()))
     }
 
-    /// The pull-through cache, for `AppState::with_interceptor` (`None` when no proxy is
+    /// The pull-through cache, for `Registry::with_upstream` (`None` when no proxy is
     /// configured).
-    pub fn interceptor(&self) -> Option<Arc<dyn registry_api::hooks::Interceptor>> {
-        (!self.proxy.is_empty())
-            .then(|| self.proxy.clone() as Arc<dyn registry_api::hooks::Interceptor>)
+    pub fn upstream(&self) -> Option<Arc<dyn registry_core::Upstream>> {
+        (!self.proxy.is_empty()).then(|| self.proxy.clone() as Arc<dyn registry_core::Upstream>)
     }
 }
 
@@ -163,7 +162,7 @@ impl Inner {
             .cloned()
             .map(|r| (r, "config"))
             .collect();
-        for rec in self.st.meta.replication_rules().await? {
+        for rec in self.registry.meta().replication_rules().await? {
             match serde_json::from_str::<RuleSpec>(&rec.body) {
                 Ok(mut r) => {
                     r.id = rec.id;
@@ -239,7 +238,7 @@ async fn worker(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<u64>) {
             let rec = inner.registries.get(&job.registry_id).await?;
             let remote = inner.registries.remote_for(&rec, REPLICATION_RETRIES)?;
             replicate::push(
-                &inner.st,
+                &inner.registry,
                 &remote,
                 &rec.id,
                 &inner.hints,

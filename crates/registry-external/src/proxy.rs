@@ -2,28 +2,20 @@
 //! storage, fetched from an upstream registry when missing (or when a tag is older than its
 //! TTL and the upstream moved it).
 //!
-//! It runs as the /v2 API's [`Interceptor`]: it prepares local state (fetches a manifest,
-//! links or downloads a blob) and lets the API answer, except for a first `GET` of a blob,
-//! which it answers itself by streaming the upstream body to the client while writing it to
-//! an upload session; the blob is committed (digest verified) before the client receives
-//! the last chunk, and discarded on any failure.
+//! It is the registry's [`Upstream`](registry_core::Upstream): a [`Repository`] under a proxied prefix asks it to
+//! fetch a missing manifest (or revalidate a tag) before a read, and to fetch a missing
+//! blob. A first whole-body read of a blob streams the upstream body to the client while it
+//! is stored; the blob is committed (digest verified) before the client receives the last
+//! chunk, and discarded on any failure.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use async_trait::async_trait;
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
-use oci_core::{Digest, ParsedManifest};
-use registry_api::AppState;
-use registry_api::error::{ApiError, ErrorCode};
-use registry_api::hooks::Interceptor;
-use registry_api::route::Route;
-use registry_meta::{ManifestRecord, NewManifest};
+use oci_core::Digest;
+use registry_core::{BlobRead, BlobWant, Reference, Repository};
 
 use crate::config::{ProxySpec, parse_duration};
 use crate::error::{ExternalError, Result};
@@ -35,7 +27,7 @@ use crate::replicate::fetch_blob;
 const PROXY_RETRIES: u32 = 1;
 
 /// Where a proxy's upstream comes from.
-enum Upstream {
+enum Source {
     /// A stored external registry (looked up per request: edits apply at once).
     Stored(String),
     /// Configured inline.
@@ -45,7 +37,7 @@ enum Upstream {
 /// One proxied prefix.
 struct Entry {
     prefix: String,
-    upstream: Upstream,
+    upstream: Source,
     ttl: Duration,
 }
 
@@ -67,7 +59,7 @@ impl Proxy {
                 ExternalError::Invalid(format!("proxy {prefix}: bad ttl {:?}", spec.ttl))
             })?;
             let upstream = match (&spec.registry_id, &spec.endpoint) {
-                (Some(id), None) => Upstream::Stored(id.clone()),
+                (Some(id), None) => Source::Stored(id.clone()),
                 (None, endpoint) => {
                     let kind = RegistryType::parse(spec.kind.as_deref().unwrap_or("generic"))?;
                     let endpoint =
@@ -78,7 +70,7 @@ impl Proxy {
                                 ExternalError::Invalid(format!("proxy {prefix}: no endpoint"))
                             })?;
                     let auth = auth_from_spec(kind, spec.auth.as_ref())?;
-                    Upstream::Inline(Arc::new(Remote::new(
+                    Source::Inline(Arc::new(Remote::new(
                         kind,
                         Endpoint::parse(endpoint)?,
                         auth,
@@ -125,8 +117,8 @@ impl Proxy {
 
     async fn remote(&self, entry: &Entry) -> Result<Arc<Remote>> {
         match &entry.upstream {
-            Upstream::Inline(r) => Ok(r.clone()),
-            Upstream::Stored(id) => self.registries.remote(id, PROXY_RETRIES).await,
+            Source::Inline(r) => Ok(r.clone()),
+            Source::Stored(id) => self.registries.remote(id, PROXY_RETRIES).await,
         }
     }
 
@@ -134,56 +126,54 @@ impl Proxy {
     /// tag older than the TTL. Upstream failures leave the local state as it is.
     async fn ensure_manifest(
         &self,
-        st: &AppState,
+        repo: &Repository,
         entry: &Entry,
-        name: &str,
         rest: &str,
-        reference: &str,
+        reference: &Reference,
     ) -> Result<()> {
-        if reference.contains(':') {
-            let Ok(digest) = reference.parse::<Digest>() else {
-                return Ok(());
-            };
-            if st.meta.get_manifest(name, &digest).await?.is_some() {
+        let name = repo.name();
+        let tag = match reference {
+            Reference::Digest(digest) => {
+                if repo.manifest_record(digest).await?.is_some() {
+                    return Ok(());
+                }
+                let remote = self.remote(entry).await?;
+                let source =
+                    remote.reference(&remote.source_repository(rest), &digest.to_string())?;
+                let (body, mt, d) = remote.client.get_manifest(&source).await?;
+                repo.store_upstream_manifest(&[], &d, &mt, body).await?;
                 return Ok(());
             }
-            let remote = self.remote(entry).await?;
-            let source = remote.reference(&remote.source_repository(rest), reference)?;
-            let (body, mt, d) = remote.client.get_manifest(&source).await?;
-            store_manifest(st, name, &[], d, &mt, body).await?;
-            return Ok(());
-        }
-        if oci_core::validate_tag(reference).is_err() {
-            return Ok(());
-        }
-        let local = st.meta.resolve_tag(name, reference).await?;
-        let checked = st.meta.proxy_tag_checked(name, reference).await?;
+            Reference::Tag(tag) => tag.as_str(),
+        };
+        let local = repo.resolve_tag(tag).await?;
+        let checked = repo.upstream_checked(tag).await?;
         let t = now_ms();
         if local.is_some()
             && checked.is_some_and(|c| t.saturating_sub(c) < entry.ttl.as_millis() as i64)
         {
             tracing::debug!(
                 repository = name,
-                tag = reference,
+                tag,
                 "pull-through: fresh, served locally"
             );
             return Ok(());
         }
         let remote = self.remote(entry).await?;
-        let source = remote.reference(&remote.source_repository(rest), reference)?;
+        let source = remote.reference(&remote.source_repository(rest), tag)?;
         let upstream = match remote.client.head_manifest(&source).await {
             Ok(Some((d, _, _))) => Some(d),
             Ok(None) => {
                 tracing::info!(
                     repository = name,
-                    tag = reference,
+                    tag,
                     "pull-through: upstream has no such tag"
                 );
                 return Ok(());
             }
             Err(oci_client::ClientError::Manifest(_)) => None, // HEAD without a digest
             Err(e) if local.is_some() => {
-                tracing::warn!(repository = name, tag = reference, error = %e, "pull-through: upstream unreachable; serving the cached copy");
+                tracing::warn!(repository = name, tag, error = %e, "pull-through: upstream unreachable; serving the cached copy");
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
@@ -191,10 +181,10 @@ impl Proxy {
         if let (Some(l), Some(u)) = (&local, &upstream)
             && l.digest == *u
         {
-            st.meta.set_proxy_tag_checked(name, reference, t).await?;
+            repo.set_upstream_checked(tag, t).await?;
             tracing::debug!(
                 repository = name,
-                tag = reference,
+                tag,
                 "pull-through: revalidated, unchanged"
             );
             return Ok(());
@@ -204,80 +194,51 @@ impl Proxy {
             None => source,
         };
         let (body, mt, digest) = remote.client.get_manifest(&fetch).await?;
-        store_manifest(
-            st,
-            name,
-            &[reference.to_string()],
-            digest.clone(),
-            &mt,
-            body,
-        )
-        .await?;
-        st.meta.set_proxy_tag_checked(name, reference, t).await?;
-        tracing::info!(repository = name, tag = reference, digest = %digest, "pull-through: fetched manifest from upstream");
+        repo.store_upstream_manifest(&[tag.to_string()], &digest, &mt, body)
+            .await?;
+        repo.set_upstream_checked(tag, t).await?;
+        tracing::info!(repository = name, tag, digest = %digest, "pull-through: fetched manifest from upstream");
         Ok(())
     }
 
-    /// Prepare or answer a blob request.
+    /// Fetch a blob the repository does not have.
     async fn blob(
         &self,
-        st: &AppState,
+        repo: &Repository,
         entry: &Entry,
-        name: &str,
         rest: &str,
-        digest: &str,
-        req: Request,
-    ) -> std::result::Result<Request, Response> {
-        let Ok(digest) = digest.parse::<Digest>() else {
-            return Ok(req);
-        };
-        let local = async {
-            if st.meta.repo_blob(name, &digest).await?.is_some() {
-                return Ok::<bool, ExternalError>(true);
-            }
-            if let Some(size) = st.meta.any_blob(&digest).await?
-                && st.blobs.stat(&digest).await?.is_some()
-            {
-                let _lock = st.blob_lock(&digest).await?;
-                st.meta.link_blob(name, &digest, size).await?;
-                return Ok(true);
-            }
-            Ok(false)
-        };
-        match local.await {
-            Ok(true) => return Ok(req),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "pull-through: local lookup failed");
-                return Ok(req);
-            }
-        }
+        digest: &Digest,
+        want: BlobWant,
+    ) -> Option<BlobRead> {
+        let name = repo.name();
         let remote = match self.remote(entry).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "pull-through: no upstream");
-                return Ok(req);
+                return None;
             }
         };
-        let source = match remote.reference(&remote.source_repository(rest), &digest.to_string()) {
-            Ok(s) => s,
-            Err(_) => return Ok(req),
-        };
-        // HEAD and ranged reads: fetch the whole blob first, then the API answers locally.
-        if req.method() == Method::HEAD || req.headers().contains_key(header::RANGE) {
-            if let Err(e) = fetch_blob(st, &remote, &source, &digest, name).await {
-                tracing::warn!(repository = name, digest = %digest, error = %e, "pull-through: blob fetch failed");
-            }
-            return Ok(req);
+        let source = remote
+            .reference(&remote.source_repository(rest), &digest.to_string())
+            .ok()?;
+        // HEAD and ranged reads: fetch the whole blob first, then answer locally.
+        if want == BlobWant::Stored {
+            return match fetch_blob(repo, &remote, &source, digest).await {
+                Ok(size) => Some(BlobRead::Local { size }),
+                Err(e) => {
+                    tracing::warn!(repository = name, digest = %digest, error = %e, "pull-through: blob fetch failed");
+                    None
+                }
+            };
         }
-        match remote.client.get_blob(&source, &digest, 0).await {
+        match remote.client.get_blob(&source, digest, 0).await {
             Ok((resp, _)) => {
                 tracing::info!(repository = name, digest = %digest, "pull-through: streaming blob from upstream");
-                Err(tee(st, name, digest, resp).await)
+                Some(tee(repo.clone(), digest.clone(), resp))
             }
             Err(e) => {
                 tracing::warn!(repository = name, digest = %digest, error = %e, "pull-through: upstream blob unavailable");
-                Ok(req)
+                None
             }
         }
     }
@@ -288,66 +249,18 @@ fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// Store a manifest fetched from upstream. Unlike a push, its blobs need not be here yet:
-/// they are fetched when first asked for.
-async fn store_manifest(
-    st: &AppState,
-    name: &str,
-    tags: &[String],
-    digest: Digest,
-    media_type: &str,
-    body: Bytes,
-) -> Result<()> {
-    let parsed = ParsedManifest::parse(&body, Some(media_type))
-        .map_err(|e| ExternalError::Invalid(format!("upstream manifest: {e}")))?;
-    // Stored under the blob lock, as a client push is (see `AppState::blob_lock`).
-    let _lock = st.blob_lock(&digest).await?;
-    st.blobs.put_bytes(&digest, body.clone()).await?;
-    let record = ManifestRecord {
-        digest: digest.clone(),
-        media_type: parsed.media_type.clone(),
-        size: body.len() as u64,
-        artifact_type: parsed.effective_artifact_type(),
-        subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
-        annotations: parsed
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::to_string(a).unwrap_or_default()),
-    };
-    let new = NewManifest {
-        record,
-        blobs: parsed.required_blobs().map(|d| d.digest.clone()).collect(),
-        children: parsed.manifests.iter().map(|d| d.digest.clone()).collect(),
-    };
-    st.meta.put_cached_manifest(name, &new, tags).await?;
-    let digest_str = digest.to_string();
-    st.cache.invalidate(
-        name,
-        tags.iter().map(String::as_str).chain([digest_str.as_str()]),
-    );
-    registry_api::shared::repository_changed(st, name).await;
-    Ok(())
-}
-
-/// Answer a blob `GET` from the upstream response while writing it to local storage.
-async fn tee(st: &AppState, name: &str, digest: Digest, resp: reqwest::Response) -> Response {
+/// A blob's upstream body, stored in `repo` as it streams to the client.
+fn tee(repo: Repository, digest: Digest, resp: reqwest::Response) -> BlobRead {
     let length = resp.content_length();
-    let id = format!("proxy-{}", uuid::Uuid::new_v4().simple());
-    if let Err(e) = st.blobs.create_upload(&id).await {
-        return ApiError::from(e).into_response();
-    }
     let (mut to_store, store_rx) = futures::channel::mpsc::channel::<std::io::Result<Bytes>>(4);
     let (mut to_client, client_rx) = futures::channel::mpsc::channel::<std::io::Result<Bytes>>(4);
-    let blobs = st.blobs.clone();
-    let meta = st.meta.clone();
-    let locks = st.clone();
-    let name = name.to_string();
     let store = {
-        let (blobs, id) = (blobs.clone(), id.clone());
-        tokio::spawn(async move { blobs.append_upload(&id, None, Box::pin(store_rx)).await })
+        let (repo, d) = (repo.clone(), digest.clone());
+        tokio::spawn(async move { repo.ingest_blob(&d, None, Box::pin(store_rx)).await })
     };
-    let d = digest.clone();
     tokio::spawn(async move {
+        let name = repo.name();
+        let d = digest;
         let mut upstream = resp.bytes_stream();
         // One chunk is held back until the digest is verified, so a client never receives a
         // complete body that does not match.
@@ -379,98 +292,53 @@ async fn tee(st: &AppState, name: &str, digest: Digest, resp: reqwest::Response)
             let _ = to_store.send(Err(std::io::Error::other(f.clone()))).await;
         }
         drop(to_store);
-        let appended = store.await;
-        // Commit and link under the blob lock, as a client push does.
-        let mut lock = None;
-        let outcome = match (failure, appended) {
+        let outcome = match (failure, store.await) {
             (Some(f), _) => Err(f),
             (None, Err(e)) => Err(format!("storage task: {e}")),
             (None, Ok(Err(e))) => Err(e.to_string()),
-            (None, Ok(Ok(_))) => match locks.blob_lock(&d).await {
-                Ok(guard) => {
-                    lock = Some(guard);
-                    blobs
-                        .commit_upload(&id, &d)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                Err(e) => Err(e.message),
-            },
+            (None, Ok(Ok(size))) => Ok(size),
         };
         match outcome {
             Ok(size) => {
-                if let Err(e) = meta.link_blob(&name, &d, size).await {
-                    tracing::warn!(error = %e, "pull-through: linking the cached blob failed");
-                }
-                drop(lock);
                 tracing::info!(repository = %name, digest = %d, size, "pull-through: blob cached");
                 if let (Some(last), true) = (held, client_alive) {
                     let _ = to_client.send(Ok(last)).await;
                 }
             }
             Err(why) => {
-                let _ = blobs.cancel_upload(&id).await;
                 tracing::warn!(repository = %name, digest = %d, error = %why, "pull-through: blob not cached");
                 let _ = to_client.send(Err(std::io::Error::other(why))).await;
             }
         }
     });
-    let mut builder = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(registry_api::blobs::CONTENT_DIGEST, digest.to_string())
-        .header(header::ETAG, format!("\"{digest}\""));
-    if let Some(len) = length {
-        builder = builder.header(header::CONTENT_LENGTH, len);
+    BlobRead::Streaming {
+        size: length,
+        body: Box::pin(client_rx),
     }
-    builder
-        .body(Body::from_stream(client_rx))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn denied(name: &str) -> Response {
-    ApiError::new(
-        ErrorCode::Denied,
-        format!("{name} is a pull-through cache of an upstream registry: pushes are refused"),
-    )
-    .into_response()
-}
+#[async_trait]
+impl registry_core::Upstream for Proxy {
+    fn covers(&self, repo: &str) -> bool {
+        self.entry_for(repo).is_some()
+    }
 
-impl Interceptor for Proxy {
-    fn before<'a>(
-        &'a self,
-        st: &'a AppState,
-        route: &'a Route,
-        req: Request,
-    ) -> BoxFuture<'a, std::result::Result<Request, Response>> {
-        Box::pin(async move {
-            let name = match route {
-                Route::Manifest { name, .. }
-                | Route::Blob { name, .. }
-                | Route::UploadStart { name }
-                | Route::Upload { name, .. } => name,
-                _ => return Ok(req),
-            };
-            let Some((entry, rest)) = self.entry_for(name) else {
-                return Ok(req);
-            };
-            let method = req.method().clone();
-            match route {
-                Route::UploadStart { .. } | Route::Upload { .. } => Err(denied(name)),
-                Route::Manifest { .. } if method == Method::PUT => Err(denied(name)),
-                Route::Manifest { reference, .. }
-                    if method == Method::GET || method == Method::HEAD =>
-                {
-                    if let Err(e) = self.ensure_manifest(st, entry, name, rest, reference).await {
-                        tracing::warn!(repository = %name, reference = %reference, error = %e, "pull-through: manifest not fetched");
-                    }
-                    Ok(req)
-                }
-                Route::Blob { digest, .. } if method == Method::GET || method == Method::HEAD => {
-                    self.blob(st, entry, name, rest, digest, req).await
-                }
-                _ => Ok(req),
-            }
-        })
+    async fn refresh_manifest(&self, repo: &Repository, reference: &Reference) {
+        let Some((entry, rest)) = self.entry_for(repo.name()) else {
+            return;
+        };
+        if let Err(e) = self.ensure_manifest(repo, entry, rest, reference).await {
+            tracing::warn!(repository = %repo.name(), reference = %reference, error = %e, "pull-through: manifest not fetched");
+        }
+    }
+
+    async fn fetch_blob(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        want: BlobWant,
+    ) -> Option<BlobRead> {
+        let (entry, rest) = self.entry_for(repo.name())?;
+        self.blob(repo, entry, rest, digest, want).await
     }
 }

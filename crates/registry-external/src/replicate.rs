@@ -3,20 +3,18 @@
 //!
 //! Push streams blobs from the local [`BlobStore`](registry_storage::BlobStore) to the remote
 //! (skipping blobs it has, mounting ones already sent to another of its repositories). Pull
-//! stores blobs through an upload session (verified on commit) and manifests through the /v2
-//! API's own `manifests::put`, so a pulled image is indistinguishable from a pushed one.
+//! stores blobs and manifests through the local [`Repository`], with the checks of a client
+//! push, so a pulled image is indistinguishable from a pushed one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{Method, header};
+use axum::http::header;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use oci_client::{ClientError, Reference};
 use oci_core::{Digest, ParsedManifest};
-use registry_api::AppState;
+use registry_core::{CoreError, Registry, Repository};
 use serde::Serialize;
 
 use crate::error::{ExternalError, Result};
@@ -63,24 +61,18 @@ impl MountHints {
     }
 }
 
-/// A local manifest's media type and bytes.
-async fn local_manifest(
-    st: &AppState,
-    repo: &str,
-    reference: &str,
-) -> Result<(Digest, String, Bytes)> {
-    let record = if reference.contains(':') {
-        let d: Digest = reference
-            .parse()
-            .map_err(|e| ExternalError::Invalid(format!("digest {reference:?}: {e}")))?;
-        st.meta.get_manifest(repo, &d).await?
-    } else {
-        st.meta.resolve_tag(repo, reference).await?
-    };
-    let record = record
-        .ok_or_else(|| ExternalError::NotFound(format!("no manifest {repo}:{reference} here")))?;
-    let body = st.blobs.get_bytes(&record.digest).await?;
-    Ok((record.digest, record.media_type, body))
+/// A local manifest's digest, media type and bytes.
+async fn local_manifest(repo: &Repository, reference: &str) -> Result<(Digest, String, Bytes)> {
+    let parsed = registry_core::Reference::parse(reference)
+        .map_err(|e| ExternalError::Invalid(format!("reference {reference:?}: {e}")))?;
+    match repo.get_manifest(&parsed).await {
+        Ok(m) => Ok((m.digest.clone(), m.media_type.clone(), m.body.clone())),
+        Err(CoreError::ManifestUnknown { .. }) => Err(ExternalError::NotFound(format!(
+            "no manifest {}:{reference} here",
+            repo.name()
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn parse(body: &[u8], media_type: &str) -> Result<ParsedManifest> {
@@ -90,11 +82,10 @@ fn parse(body: &[u8], media_type: &str) -> Result<ParsedManifest> {
 
 /// Copies one local image to one remote repository.
 struct Pusher<'a> {
-    st: &'a AppState,
     remote: &'a Remote,
     registry_key: &'a str,
     hints: &'a MountHints,
-    source: &'a str,
+    source: Repository,
     target: Reference,
     stats: CopyStats,
     done: HashSet<Digest>,
@@ -118,14 +109,14 @@ impl Pusher<'_> {
             self.stats.blobs_mounted += 1;
             return Ok(());
         }
-        if self.st.blobs.stat(digest).await?.is_none() {
+        let blobs = self.source.registry().blobs().clone();
+        if blobs.stat(digest).await?.is_none() {
             return Err(ExternalError::NotFound(format!(
                 "blob {digest} of {} is not stored here",
-                self.source
+                self.source.name()
             )));
         }
         let session = client.start_upload(&self.target).await?;
-        let blobs = self.st.blobs.clone();
         let d = digest.clone();
         let body = move || {
             let (blobs, d) = (blobs.clone(), d.clone());
@@ -158,8 +149,7 @@ impl Pusher<'_> {
             if self.done.contains(&child.digest) {
                 continue;
             }
-            let (d, mt, b) =
-                local_manifest(self.st, self.source, &child.digest.to_string()).await?;
+            let (d, mt, b) = local_manifest(&self.source, &child.digest.to_string()).await?;
             Box::pin(self.manifest(d, mt, b, None)).await?;
         }
         for blob in parsed.required_blobs() {
@@ -176,11 +166,11 @@ impl Pusher<'_> {
         self.done.insert(digest.clone());
         self.stats.manifests += 1;
         tracing::debug!(target = %target, digest = %digest, "manifest replicated");
-        for referrer in self.st.meta.referrers(self.source, &digest).await? {
+        for referrer in self.source.referrers(&digest, None).await? {
             if self.done.contains(&referrer.digest) {
                 continue;
             }
-            let b = self.st.blobs.get_bytes(&referrer.digest).await?;
+            let (_, _, b) = local_manifest(&self.source, &referrer.digest.to_string()).await?;
             Box::pin(self.manifest(referrer.digest, referrer.media_type, b, None)).await?;
         }
         Ok(())
@@ -190,7 +180,7 @@ impl Pusher<'_> {
 /// Push local `repo:reference` (tag or digest) to `target_repo` on the remote, with every
 /// platform and referrer. `registry_key` names the remote for mount hints.
 pub async fn push(
-    st: &AppState,
+    reg: &Registry,
     remote: &Remote,
     registry_key: &str,
     hints: &MountHints,
@@ -198,13 +188,13 @@ pub async fn push(
     reference: &str,
     target_repo: &str,
 ) -> Result<(Digest, CopyStats)> {
-    let (digest, media_type, body) = local_manifest(st, repo, reference).await?;
+    let source = reg.repository(repo)?;
+    let (digest, media_type, body) = local_manifest(&source, reference).await?;
     let mut pusher = Pusher {
-        st,
         remote,
         registry_key,
         hints,
-        source: repo,
+        source,
         target: remote.reference(target_repo, "latest")?,
         stats: CopyStats::default(),
         done: HashSet::new(),
@@ -217,88 +207,39 @@ pub async fn push(
     Ok((digest, pusher.stats))
 }
 
-/// Download a blob from `source` into the local blob store (verified when committed; nothing
-/// is kept on failure) and link it into `repo`. Returns its size.
+/// Download a blob from `source` into `repo` (verified when committed; nothing is kept on
+/// failure). Returns its size.
 pub async fn fetch_blob(
-    st: &AppState,
+    repo: &Repository,
     remote: &Remote,
     source: &Reference,
     digest: &Digest,
-    repo: &str,
 ) -> Result<u64> {
     let (resp, _) = remote.client.get_blob(source, digest, 0).await?;
     let stream = resp.bytes_stream().map_err(std::io::Error::other).boxed();
-    let id = format!("ext-{}", uuid::Uuid::new_v4().simple());
-    st.blobs.create_upload(&id).await?;
-    if let Err(e) = st.blobs.append_upload(&id, None, stream).await {
-        let _ = st.blobs.cancel_upload(&id).await;
-        return Err(e.into());
-    }
-    // Commit and link under the blob lock, as a client push does (see
-    // `AppState::blob_lock`): garbage collection cannot sweep the digest in between.
-    let _lock = match st.blob_lock(digest).await {
-        Ok(lock) => lock,
-        Err(e) => {
-            let _ = st.blobs.cancel_upload(&id).await;
-            return Err(e.into());
-        }
-    };
-    let size = match st.blobs.commit_upload(&id, digest).await {
-        Ok(size) => size,
-        Err(e) => {
-            let _ = st.blobs.cancel_upload(&id).await;
-            return Err(e.into());
-        }
-    };
-    st.meta.link_blob(repo, digest, size).await?;
-    Ok(size)
-}
-
-/// Store a manifest into `repo` through the /v2 API's `PUT` handler (same checks, metadata
-/// and cache invalidation as a client push).
-pub async fn put_local_manifest(
-    st: &AppState,
-    repo: &str,
-    reference: &str,
-    media_type: &str,
-    body: Bytes,
-) -> Result<()> {
-    let req = Request::builder()
-        .method(Method::PUT)
-        .uri(format!("/v2/{repo}/manifests/{reference}"))
-        .header(header::CONTENT_TYPE, media_type)
-        .header(header::CONTENT_LENGTH, body.len())
-        .body(Body::from(body))
-        .map_err(|e| ExternalError::Invalid(format!("building the request: {e}")))?;
-    registry_api::manifests::put(st, repo, reference, req).await?;
-    Ok(())
+    Ok(repo.ingest_blob(digest, None, stream).await?)
 }
 
 /// Copies one remote image into one local repository.
 struct Puller<'a> {
-    st: &'a AppState,
     remote: &'a Remote,
     source: Reference,
-    target: &'a str,
+    target: Repository,
     stats: CopyStats,
     done: HashSet<Digest>,
 }
 
 impl Puller<'_> {
     async fn blob(&mut self, digest: &Digest) -> Result<()> {
-        if self.st.meta.repo_blob(self.target, digest).await?.is_some() {
+        if self.target.blob_size(digest).await?.is_some() {
             self.stats.blobs_skipped += 1;
             return Ok(());
         }
-        if let Some(size) = self.st.meta.any_blob(digest).await?
-            && self.st.blobs.stat(digest).await?.is_some()
-        {
-            let _lock = self.st.blob_lock(digest).await?;
-            self.st.meta.link_blob(self.target, digest, size).await?;
+        if self.target.link_stored_blob(digest).await? {
             self.stats.blobs_mounted += 1;
             return Ok(());
         }
-        let size = fetch_blob(self.st, self.remote, &self.source, digest, self.target).await?;
+        let size = fetch_blob(&self.target, self.remote, &self.source, digest).await?;
         self.stats.blobs_copied += 1;
         self.stats.bytes += size;
         Ok(())
@@ -363,18 +304,18 @@ impl Puller<'_> {
         for blob in parsed.required_blobs() {
             self.blob(&blob.digest).await?;
         }
-        let reference = tag.map_or_else(|| digest.to_string(), str::to_string);
-        put_local_manifest(self.st, self.target, &reference, &media_type, body).await?;
+        let reference = match tag {
+            Some(t) => registry_core::Reference::Tag(t.to_string()),
+            None => registry_core::Reference::Digest(digest.clone()),
+        };
+        self.target
+            .put_manifest(&reference, &[], body, Some(&media_type))
+            .await?;
         self.done.insert(digest.clone());
         self.stats.manifests += 1;
         for referrer in self.remote_referrers(&digest).await? {
             if self.done.contains(&referrer)
-                || self
-                    .st
-                    .meta
-                    .get_manifest(self.target, &referrer)
-                    .await?
-                    .is_some()
+                || self.target.manifest_record(&referrer).await?.is_some()
             {
                 continue;
             }
@@ -391,21 +332,22 @@ impl Puller<'_> {
 
 /// Pull `repo:reference` from the remote into local `target_repo`, verifying every digest.
 pub async fn pull(
-    st: &AppState,
+    reg: &Registry,
     remote: &Remote,
     repo: &str,
     reference: &str,
     target_repo: &str,
 ) -> Result<(Digest, CopyStats)> {
-    oci_core::validate_repository(target_repo)
-        .map_err(|e| ExternalError::Invalid(format!("target repository: {e}")))?;
+    let target = reg.repository(target_repo).map_err(|e| match e {
+        CoreError::NameInvalid(e) => ExternalError::Invalid(format!("target repository: {e}")),
+        other => other.into(),
+    })?;
     let source = remote.reference(&remote.source_repository(repo), reference)?;
     let (body, media_type, digest) = remote.client.get_manifest(&source).await?;
     let mut puller = Puller {
-        st,
         remote,
         source,
-        target: target_repo,
+        target,
         stats: CopyStats::default(),
         done: HashSet::new(),
     };

@@ -71,8 +71,8 @@ where
     )
 )]
 pub async fn health(State(st): State<MgmtState>) -> Response {
-    let meta = st.app.meta.clone();
-    let blobs = st.app.blobs.clone();
+    let meta = st.app.registry.meta().clone();
+    let blobs = st.app.registry.blobs().clone();
     let (database, storage) = tokio::join!(
         run(async move { meta.list_repositories(None, 1).await.map(|_| ()) }),
         run(async move {

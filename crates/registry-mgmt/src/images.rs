@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use oci_core::{validate_repository, validate_tag};
 use registry_api::error::{ApiError, ApiResult, ErrorCode};
-use registry_api::events::{Action, Event, RequestInfo, Target};
+use registry_core::CoreError;
 use registry_meta::{RepositoryQuery, RepositorySummary, TagQuery, TagSummary};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -291,7 +291,8 @@ pub async fn list_images(
         Vec::new()
     } else {
         st.app
-            .meta
+            .registry
+            .meta()
             .repository_summaries(&RepositoryQuery {
                 name: None,
                 contains: p.q.as_deref(),
@@ -336,7 +337,8 @@ pub async fn get_image(
     let p = list_params(query.as_deref())?;
     let repo = st
         .app
-        .meta
+        .registry
+        .meta()
         .repository_summaries(&RepositoryQuery {
             name: Some(&name),
             contains: None,
@@ -350,7 +352,8 @@ pub async fn get_image(
         Vec::new()
     } else {
         st.app
-            .meta
+            .registry
+            .meta()
             .tag_summaries(&TagQuery {
                 repository: Some(&name),
                 tag: None,
@@ -398,35 +401,17 @@ pub async fn delete_image(
 ) -> ApiResult<Response> {
     admit_delete(&st)?;
     checked_name(&name)?;
-    let removed = st
-        .app
-        .meta
-        .delete_repository(&name)
-        .await?
-        .ok_or_else(|| name_unknown(&name))?;
+    let repo = st.app.repository(&name)?;
+    let removed = registry_core::events::with_request(
+        registry_api::events::request_info(&req),
+        repo.delete(),
+    )
+    .await?;
     let digests: Vec<String> = removed
         .manifests
         .iter()
         .map(|m| m.digest.to_string())
         .collect();
-    st.app.cache.invalidate(
-        &name,
-        removed
-            .tags
-            .iter()
-            .map(String::as_str)
-            .chain(digests.iter().map(String::as_str)),
-    );
-    registry_api::shared::repository_changed(&st.app, &name).await;
-    tracing::info!(repository = %name, tags = removed.tags.len(), manifests = digests.len(), "repository deleted");
-    st.app.events.emit(Event::with_request(
-        Action::Delete,
-        Target {
-            repository: name.clone(),
-            ..Target::default()
-        },
-        RequestInfo::from_request(&req),
-    ));
     Ok(Json(ImageDeleted {
         name,
         tags: removed.tags,
@@ -469,7 +454,8 @@ pub async fn list_tags(
         Vec::new()
     } else {
         st.app
-            .meta
+            .registry
+            .meta()
             .tag_summaries(&TagQuery {
                 repository: None,
                 tag: None,
@@ -548,29 +534,16 @@ pub async fn delete_tag(
 ) -> ApiResult<Response> {
     admit_delete(&st)?;
     let (name, tag) = name_and_tag(&reference)?;
-    let record = st
-        .app
-        .meta
-        .resolve_tag(&name, &tag)
-        .await?
-        .ok_or_else(|| tag_unknown(&name, &tag))?;
-    if !st.app.meta.delete_tag(&name, &tag).await? {
-        return Err(tag_unknown(&name, &tag));
-    }
-    st.app.cache.invalidate(&name, [tag.as_str()]);
-    registry_api::shared::repository_changed(&st.app, &name).await;
-    tracing::info!(repository = %name, tag = %tag, "tag deleted");
-    st.app.events.emit(Event::with_request(
-        Action::Delete,
-        Target {
-            repository: name.clone(),
-            media_type: Some(record.media_type.clone()),
-            digest: Some(record.digest.clone()),
-            size: Some(record.size),
-            tag: Some(tag.clone()),
-        },
-        RequestInfo::from_request(&req),
-    ));
+    let repo = st.app.repository(&name)?;
+    let record = registry_core::events::with_request(
+        registry_api::events::request_info(&req),
+        repo.untag(&tag),
+    )
+    .await
+    .map_err(|e| match e {
+        CoreError::ManifestUnknown { .. } => tag_unknown(&name, &tag),
+        other => other.into(),
+    })?;
     Ok((
         StatusCode::OK,
         Json(TagDeleted {

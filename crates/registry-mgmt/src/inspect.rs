@@ -114,7 +114,7 @@ fn corrupt(what: String) -> ApiError {
 
 /// A stored manifest's bytes, checked against its digest.
 async fn manifest_bytes(st: &AppState, digest: &Digest) -> ApiResult<bytes::Bytes> {
-    let body = st.blobs.get_bytes(digest).await?;
+    let body = st.registry.blobs().get_bytes(digest).await?;
     if &Digest::of(digest.algorithm(), &body) != digest {
         return Err(corrupt(format!(
             "stored manifest {digest} does not match its digest"
@@ -133,14 +133,14 @@ async fn read_config(
     if !IMAGE_CONFIG_TYPES.contains(&config.media_type.as_str()) {
         return Ok(None);
     }
-    let Some(size) = st.meta.repo_blob(repo, &config.digest).await? else {
+    let Some(size) = st.registry.meta().repo_blob(repo, &config.digest).await? else {
         return Ok(None);
     };
     if size > MAX_CONFIG_SIZE {
         tracing::debug!(digest = %config.digest, size, "config too large to inspect");
         return Ok(None);
     }
-    let mut stream = st.blobs.read(&config.digest, 0, size).await?;
+    let mut stream = st.registry.blobs().read(&config.digest, 0, size).await?;
     let mut buf = BytesMut::with_capacity(size as usize);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| corrupt(format!("reading config {}: {e}", config.digest)))?;
@@ -200,7 +200,8 @@ async fn image_facts(
 /// Everything the management API tells about `repo:tag`; `None` when the tag is unknown.
 pub async fn inspect_tag(st: &AppState, repo: &str, tag: &str) -> ApiResult<Option<TagDetail>> {
     let Some(summary) = st
-        .meta
+        .registry
+        .meta()
         .tag_summaries(&TagQuery {
             repository: Some(repo),
             tag: Some(tag),
@@ -253,7 +254,7 @@ pub async fn inspect_tag(st: &AppState, repo: &str, tag: &str) -> ApiResult<Opti
             .map_err(|e| corrupt(format!("stored index {}: {e}", summary.digest)))?;
         let mut platforms = Vec::new();
         for child in &parsed.manifests {
-            let Some(rec) = st.meta.get_manifest(repo, &child.digest).await? else {
+            let Some(rec) = st.registry.meta().get_manifest(repo, &child.digest).await? else {
                 continue;
             };
             let child_body = manifest_bytes(st, &rec.digest).await?;
@@ -295,7 +296,8 @@ pub async fn inspect_tag(st: &AppState, repo: &str, tag: &str) -> ApiResult<Opti
         detail.layer_count = facts.layer_count;
     }
     detail.referrers = st
-        .meta
+        .registry
+        .meta()
         .referrers(repo, &summary.digest)
         .await?
         .into_iter()

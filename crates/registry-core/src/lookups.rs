@@ -2,7 +2,7 @@
 //! them, and a lookup cache in front of the metadata database.
 //!
 //! **The lookup cache** (only with a shared coordinator, see
-//! [`AppState::with_coordinator`]) holds blob sizes by repository + digest and tag →
+//! [`Registry::with_coordinator`]) holds blob sizes by repository + digest and tag →
 //! manifest resolutions, for [`ENTRY_TTL`]. Each repository has a *generation*, a random
 //! token under `gen:<repo>`; every entry is stored with the generation that was current
 //! *before* its database read, and is served only while that generation is still current.
@@ -19,18 +19,16 @@
 //! about a second even then.
 //!
 //! **Failures.** A cache failure never fails a read: the database answers. A lock that
-//! cannot be taken fails the write with `503 UNAVAILABLE` and `Retry-After` (or, for an
-//! upload session busy with another request, `416` as for any chunk out of order).
+//! cannot be taken fails the write with [`CoreError::Unavailable`](crate::CoreError) (or,
+//! for an upload session busy with another request, `UploadBusy`).
 
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header};
 use oci_core::Digest;
-use registry_coord::CoordError;
 use registry_coord::lookups::{self, GENERATION_TTL, generation_key, new_generation};
 
-use crate::AppState;
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::Registry;
+use crate::error::Result;
 
 /// How long a shared lookup stays cached (when no write invalidates it first).
 pub const ENTRY_TTL: Duration = Duration::from_secs(30);
@@ -51,12 +49,12 @@ enum Lookup {
     Miss(Option<String>),
 }
 
-async fn lookup(st: &AppState, repo: &str, key: String) -> Lookup {
-    if !st.shared_cache {
+async fn lookup(st: &Registry, repo: &str, key: String) -> Lookup {
+    if !st.inner.shared_cache {
         return Lookup::Miss(None);
     }
     let gen_key = generation_key(repo);
-    let got = match st.coord.cache_get_many(&[gen_key.clone(), key]).await {
+    let got = match st.inner.coord.cache_get_many(&[gen_key.clone(), key]).await {
         Ok(got) => got,
         Err(e) => {
             tracing::debug!(error = %e, "shared cache lookup failed; asking the database");
@@ -70,6 +68,7 @@ async fn lookup(st: &AppState, repo: &str, key: String) -> Lookup {
         // committing after our read replaces it and orphans what we store.
         let fresh = new_generation();
         return match st
+            .inner
             .coord
             .cache_set(&gen_key, fresh.as_bytes(), GENERATION_TTL)
             .await
@@ -87,10 +86,15 @@ async fn lookup(st: &AppState, repo: &str, key: String) -> Lookup {
     Lookup::Miss(Some(generation))
 }
 
-async fn store(st: &AppState, key: String, generation: Option<String>, value: &str) {
+async fn store(st: &Registry, key: String, generation: Option<String>, value: &str) {
     let Some(generation) = generation else { return };
     let entry = format!("{generation}\n{value}");
-    if let Err(e) = st.coord.cache_set(&key, entry.as_bytes(), ENTRY_TTL).await {
+    if let Err(e) = st
+        .inner
+        .coord
+        .cache_set(&key, entry.as_bytes(), ENTRY_TTL)
+        .await
+    {
         tracing::debug!(error = %e, "storing a shared lookup failed");
     }
 }
@@ -100,7 +104,7 @@ async fn store(st: &AppState, key: String, generation: Option<String>, value: &s
 /// ([`registry_meta::MetaStore::touch_blob`]). A cached answer is at most the cache's time
 /// to live older than such a lookup, so with a grace above twice that TTL a blob a client
 /// was told about keeps its link for at least half the grace.
-pub async fn touch_blob(st: &AppState, repo: &str, digest: &Digest) -> ApiResult<Option<u64>> {
+pub(crate) async fn touch_blob(st: &Registry, repo: &str, digest: &Digest) -> Result<Option<u64>> {
     let key = blob_key(repo, digest);
     let generation = match lookup(st, repo, key.clone()).await {
         Lookup::Hit(v) => match v.parse() {
@@ -110,6 +114,7 @@ pub async fn touch_blob(st: &AppState, repo: &str, digest: &Digest) -> ApiResult
         Lookup::Miss(generation) => generation,
     };
     let size = st
+        .inner
         .meta
         .touch_blob(repo, digest, st.link_refresh_before())
         .await?;
@@ -121,7 +126,7 @@ pub async fn touch_blob(st: &AppState, repo: &str, digest: &Digest) -> ApiResult
 
 /// Size of a blob if `repo` may serve it: shared cache, else the database (positive answers
 /// only are cached: a blob being pushed must not be reported missing from a cache).
-pub async fn repo_blob(st: &AppState, repo: &str, digest: &Digest) -> ApiResult<Option<u64>> {
+pub(crate) async fn repo_blob(st: &Registry, repo: &str, digest: &Digest) -> Result<Option<u64>> {
     let key = blob_key(repo, digest);
     let generation = match lookup(st, repo, key.clone()).await {
         Lookup::Hit(v) => match v.parse() {
@@ -130,7 +135,7 @@ pub async fn repo_blob(st: &AppState, repo: &str, digest: &Digest) -> ApiResult<
         },
         Lookup::Miss(generation) => generation,
     };
-    let size = st.meta.repo_blob(repo, digest).await?;
+    let size = st.inner.meta.repo_blob(repo, digest).await?;
     if let Some(size) = size {
         store(st, key, generation, &size.to_string()).await;
     }
@@ -138,11 +143,11 @@ pub async fn repo_blob(st: &AppState, repo: &str, digest: &Digest) -> ApiResult<
 }
 
 /// What a tag points to: digest and media type.
-pub async fn resolve_tag(
-    st: &AppState,
+pub(crate) async fn resolve_tag(
+    st: &Registry,
     repo: &str,
     tag: &str,
-) -> ApiResult<Option<(Digest, String)>> {
+) -> Result<Option<(Digest, String)>> {
     let key = tag_key(repo, tag);
     let generation = match lookup(st, repo, key.clone()).await {
         Lookup::Hit(v) => {
@@ -155,7 +160,7 @@ pub async fn resolve_tag(
         }
         Lookup::Miss(generation) => generation,
     };
-    let Some(record) = st.meta.resolve_tag(repo, tag).await? else {
+    let Some(record) = st.inner.meta.resolve_tag(repo, tag).await? else {
         return Ok(None);
     };
     let value = format!("{}\n{}", record.digest, record.media_type);
@@ -166,46 +171,6 @@ pub async fn resolve_tag(
 /// After a database commit that changed what `repo` serves: see
 /// [`registry_coord::lookups::repository_changed`] (other writers, such as garbage
 /// collection, call that directly).
-pub async fn repository_changed(st: &AppState, repo: &str) {
-    lookups::repository_changed(&*st.coord, repo, st.shared_cache).await;
-}
-
-fn retry_later(e: ApiError) -> ApiError {
-    e.header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-}
-
-/// A lock needed for a write could not be taken: `503 UNAVAILABLE`, retry later.
-pub fn lock_failed(e: CoordError, what: &str) -> ApiError {
-    let message = match e {
-        CoordError::LockBusy(_) => format!("{what} is being changed by another request; retry"),
-        CoordError::Backend(e) => format!("coordination service unavailable ({e}); retry"),
-    };
-    retry_later(ApiError::new(ErrorCode::Unavailable, message))
-}
-
-/// The upload session's lock could not be taken. Busy (another request is appending to it):
-/// `416` with `BLOB_UPLOAD_INVALID`, as the distribution spec answers a chunk that does not
-/// follow the session's current end, with the session's size so far in `Range`; the client
-/// asks the status and resumes. Backend failure: `503 UNAVAILABLE`.
-pub async fn upload_lock_failed(st: &AppState, id: &str, e: CoordError) -> ApiError {
-    match e {
-        CoordError::LockBusy(_) => {
-            let mut err = retry_later(
-                ApiError::new(
-                    ErrorCode::BlobUploadInvalid,
-                    "another request is writing to this upload session; ask its status and resume",
-                )
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .detail(serde_json::json!({ "uuid": id })),
-            );
-            if let Ok(Some(size)) = st.blobs.upload_size(id).await {
-                err = err.header(
-                    header::RANGE,
-                    HeaderValue::from_str(&format!("0-{}", size.saturating_sub(1))).expect("ascii"),
-                );
-            }
-            err
-        }
-        other => lock_failed(other, "the upload session"),
-    }
+pub(crate) async fn repository_changed(st: &Registry, repo: &str) {
+    lookups::repository_changed(&*st.inner.coord, repo, st.inner.shared_cache).await;
 }
