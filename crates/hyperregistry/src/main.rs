@@ -291,18 +291,8 @@ fn spawn_periodic_gc(
                 grace,
                 upload_age,
             };
-            match registry_gc::run(
-                registry.meta().clone(),
-                registry.blobs().clone(),
-                registry.coordinator().clone(),
-                opts,
-            )
-            .await
-            {
+            match registry_gc::run(&registry, opts).await {
                 Ok(report) => {
-                    registry.manifests_swept(
-                        report.swept_manifests.iter().map(|(r, d)| (r.as_str(), d)),
-                    );
                     tracing::info!(
                         manifests_deleted = report.manifests_deleted,
                         links_removed = report.links_removed,
@@ -371,7 +361,8 @@ async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
         grace,
         upload_age,
     };
-    let report = registry_gc::run(meta.clone(), blobs, coord, opts)
+    let registry = Registry::new(blobs, meta.clone()).with_coordinator(coord);
+    let report = registry_gc::run(&registry, opts)
         .await
         .context("garbage collection")?;
     meta.close().await;

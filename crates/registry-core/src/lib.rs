@@ -17,12 +17,14 @@
 //! Modules: [`manifests`] (manifests, tags, referrers), [`blobs`] (blobs and upload
 //! sessions), [`cache`] (the manifest cache), [`lookups`] (lookups shared through the
 //! coordinator), [`events`] (what happened, for webhooks), [`upstream`] (where a
-//! pull-through repository's missing content comes from), [`error`].
+//! pull-through repository's missing content comes from), [`gc`] (the deletions garbage
+//! collection makes), [`error`].
 
 pub mod blobs;
 pub mod cache;
 pub mod error;
 pub mod events;
+pub mod gc;
 pub mod lookups;
 pub mod manifests;
 pub mod upstream;
@@ -164,16 +166,6 @@ impl Registry {
     /// Whether lookups are shared with other replicas through the coordinator's cache.
     pub fn shares_lookups(&self) -> bool {
         self.inner.shared_cache
-    }
-
-    /// After garbage collection deleted manifests: drop them from this process's cache
-    /// (other replicas and shared lookups heard of it from GC through the coordinator).
-    pub fn manifests_swept<'a>(&self, swept: impl IntoIterator<Item = (&'a str, &'a Digest)>) {
-        for (repo, digest) in swept {
-            self.inner
-                .cache
-                .invalidate(repo, [digest.to_string().as_str()]);
-        }
     }
 
     /// Take the lock `keys::blob(digest)`: held while a blob is committed and linked (or a

@@ -29,24 +29,17 @@
 //! The whole run holds `keys::GC`, so one replica at a time collects.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::TryStreamExt;
 use oci_core::Digest;
-use registry_coord::{CoordError, Coordinator, keys};
+use registry_core::{CoreError, Registry};
 use registry_meta::{GcBlob, GcManifest, MetaError, MetaStore};
 use registry_storage::{BlobInfo, BlobStore, StorageError};
 use serde::Serialize;
 
 /// Rows fetched per metadata page.
 const PAGE: usize = 1000;
-/// The GC lock expires after this if its holder dies.
-const GC_LOCK_TTL: Duration = Duration::from_secs(3600);
-/// A digest's lock expires after this if its holder dies.
-const BLOB_LOCK_TTL: Duration = Duration::from_secs(60);
-/// How long GC waits for a digest's lock (a commit may be re-hashing a large blob).
-const BLOB_LOCK_WAIT: Duration = Duration::from_secs(600);
 /// Stored objects only the blob store knows (S3 data objects whose link is gone) are swept
 /// when older than this, or the grace period if longer: far beyond any commit's wait
 /// between storing an upload's bytes and linking them (which may wait on GC's own locks).
@@ -66,9 +59,9 @@ pub enum GcError {
     /// The blob store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// The coordinator failed.
-    #[error("coordination: {0}")]
-    Coord(#[from] CoordError),
+    /// A deletion failed (a lock could not be taken, a store failed).
+    #[error(transparent)]
+    Core(#[from] CoreError),
 }
 
 /// Result alias for garbage collection.
@@ -254,28 +247,21 @@ pub async fn snapshot(meta: &dyn MetaStore, blobs: &dyn BlobStore) -> Result<Sna
     Ok(snap)
 }
 
-/// Run one garbage collection: snapshot, mark, sweep (unless `dry_run`), report.
-pub async fn run(
-    meta: Arc<dyn MetaStore>,
-    blobs: Arc<dyn BlobStore>,
-    coord: Arc<dyn Coordinator>,
-    opts: GcOptions,
-) -> Result<GcReport> {
+/// Run one garbage collection on `reg`: snapshot, mark, sweep (unless `dry_run`), report.
+pub async fn run(reg: &Registry, opts: GcOptions) -> Result<GcReport> {
     let started = Instant::now();
     let cutoff = ago(opts.grace);
-    let _gc = match coord.lock(keys::GC, GC_LOCK_TTL, Duration::ZERO).await {
-        Ok(guard) => guard,
-        Err(CoordError::LockBusy(_)) => return Err(GcError::Busy),
-        Err(e) => return Err(e.into()),
+    let Some(_gc) = reg.lock_gc().await? else {
+        return Err(GcError::Busy);
     };
     let mut report = GcReport {
         dry_run: opts.dry_run,
         ..GcReport::default()
     };
     if let Some(age) = opts.upload_age {
-        report.uploads_purged = purge_uploads(&*meta, &*blobs, &*coord, age, opts.dry_run).await?;
+        report.uploads_purged = purge_uploads(reg, age, opts.dry_run).await?;
     }
-    let snap = snapshot(meta.as_ref(), blobs.as_ref()).await?;
+    let snap = snapshot(reg.meta().as_ref(), reg.blobs().as_ref()).await?;
     let plan = plan(&snap, opts.delete_untagged, cutoff);
     tracing::debug!(
         manifests = snap.manifests.len(),
@@ -293,14 +279,14 @@ pub async fn run(
         report.links_removed = plan.links.len() as u64;
         report.blobs_deleted = plan.content.len() as u64;
         report.bytes_freed = plan.content.iter().map(|(_, s)| s).sum();
-        let (n, bytes) = blobs.sweep_unreferenced(unreferenced_before, true).await?;
+        let (n, bytes) = reg.sweep_unreferenced(unreferenced_before, true).await?;
         report.blobs_deleted += n;
         report.bytes_freed += bytes;
         report.duration = started.elapsed();
         return Ok(report);
     }
-    sweep(&*meta, &*blobs, &*coord, &plan, cutoff, &mut report).await?;
-    let (n, bytes) = blobs.sweep_unreferenced(unreferenced_before, false).await?;
+    sweep(reg, &plan, cutoff, &mut report).await?;
+    let (n, bytes) = reg.sweep_unreferenced(unreferenced_before, false).await?;
     report.blobs_deleted += n;
     report.bytes_freed += bytes;
     report.duration = started.elapsed();
@@ -316,14 +302,9 @@ fn ago(d: Duration) -> SystemTime {
 
 /// Purge (or, in a dry run, count) upload sessions started more than `age` ago that no
 /// request is using; returns how many.
-async fn purge_uploads(
-    meta: &dyn MetaStore,
-    blobs: &dyn BlobStore,
-    coord: &dyn Coordinator,
-    age: Duration,
-    dry_run: bool,
-) -> Result<u64> {
-    let stale = meta
+async fn purge_uploads(reg: &Registry, age: Duration, dry_run: bool) -> Result<u64> {
+    let stale = reg
+        .meta()
         .uploads_created_before(ago(age), MAX_UPLOADS_PURGED)
         .await?;
     if dry_run {
@@ -331,35 +312,15 @@ async fn purge_uploads(
     }
     let mut purged = 0;
     for id in stale {
-        // A request appending to or committing the session holds this lock: not abandoned.
-        let _guard = match coord
-            .lock(
-                &keys::upload(&id),
-                registry_coord::locks::UPLOAD_TTL,
-                Duration::ZERO,
-            )
-            .await
-        {
-            Ok(guard) => guard,
-            Err(CoordError::LockBusy(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        // Bytes first: a crash in between leaves a row whose next purge finds no bytes.
-        match blobs.cancel_upload(&id).await {
-            Ok(()) | Err(StorageError::UploadUnknown(_)) => {}
-            Err(e) => return Err(e.into()),
+        if reg.purge_upload(&id).await? {
+            purged += 1;
         }
-        meta.delete_upload(&id).await?;
-        tracing::info!(upload = %id, "purged an abandoned upload session");
-        purged += 1;
     }
     Ok(purged)
 }
 
 async fn sweep(
-    meta: &dyn MetaStore,
-    blobs: &dyn BlobStore,
-    coord: &dyn Coordinator,
+    reg: &Registry,
     plan: &Plan,
     cutoff: SystemTime,
     report: &mut GcReport,
@@ -372,8 +333,7 @@ async fn sweep(
         let mut kept = Vec::new();
         for item in pending {
             let (repo, digest) = item;
-            if meta.gc_delete_manifest(repo, digest, cutoff).await? {
-                tracing::debug!(repository = %repo, %digest, "gc: manifest deleted");
+            if reg.sweep_manifest(repo, digest, cutoff).await? {
                 report.swept_manifests.push((repo.clone(), digest.clone()));
             } else {
                 kept.push(item);
@@ -392,16 +352,12 @@ async fn sweep(
         .collect();
 
     for (repo, digest) in &plan.links {
-        if meta.gc_unlink_blob(repo, digest, cutoff).await? {
+        if reg.sweep_link(repo, digest, cutoff).await? {
             report.links_removed += 1;
             changed.insert(repo.as_str());
         }
     }
-    // Every replica drops what it cached about the repositories GC changed (manifests in
-    // process caches, blob and tag lookups shared through the coordinator).
-    for repo in changed {
-        registry_coord::lookups::repository_changed(coord, repo, true).await;
-    }
+    reg.swept(changed).await;
 
     // Blob rows and content, one digest at a time under its lock.
     let rows: HashSet<&Digest> = plan.blob_rows.iter().collect();
@@ -410,30 +366,13 @@ async fn sweep(
     digests.sort();
     digests.dedup();
     for digest in digests {
-        let _lock = coord
-            .lock(
-                &keys::blob(&digest.to_string()),
-                BLOB_LOCK_TTL,
-                BLOB_LOCK_WAIT,
-            )
-            .await?;
-        if rows.contains(digest) {
-            meta.gc_delete_blob(digest, cutoff).await?;
-        }
-        let Some(&size) = sizes.get(digest) else {
-            continue;
-        };
-        if meta.digest_in_use(digest).await? {
-            continue;
-        }
-        match blobs.delete(digest).await {
-            Ok(()) => {
-                tracing::debug!(%digest, size, "gc: content deleted");
-                report.blobs_deleted += 1;
-                report.bytes_freed += size;
-            }
-            Err(StorageError::BlobUnknown(_)) => {}
-            Err(e) => return Err(e.into()),
+        let size = sizes.get(digest).copied();
+        if reg
+            .sweep_blob(digest, rows.contains(digest), size, cutoff)
+            .await?
+        {
+            report.blobs_deleted += 1;
+            report.bytes_freed += size.unwrap_or(0);
         }
     }
     Ok(())
@@ -441,6 +380,10 @@ async fn sweep(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use registry_coord::{Coordinator, keys};
+
     use super::*;
 
     fn d(n: u32) -> Digest {
@@ -544,7 +487,11 @@ mod tests {
             grace,
             upload_age: None,
         };
-        let go = |o: GcOptions| run(meta.clone(), blobs.clone(), coord.clone(), o);
+        let reg = Registry::new(blobs.clone(), meta.clone()).with_coordinator(coord.clone());
+        let go = |o: GcOptions| {
+            let reg = reg.clone();
+            async move { run(&reg, o).await }
+        };
 
         let r = go(opts(false, Duration::from_secs(3600))).await.unwrap();
         assert_eq!((r.links_removed, r.blobs_deleted, r.bytes_freed), (0, 0, 0));
@@ -679,7 +626,11 @@ mod tests {
             upload_age: Some(Duration::from_secs(1)),
             ..GcOptions::default()
         };
-        let go = |o: GcOptions| run(meta.clone(), blobs.clone(), coord.clone(), o);
+        let reg = Registry::new(blobs.clone(), meta.clone()).with_coordinator(coord.clone());
+        let go = |o: GcOptions| {
+            let reg = reg.clone();
+            async move { run(&reg, o).await }
+        };
 
         let dry = go(opts(true)).await.unwrap();
         assert_eq!(dry.uploads_purged, 3);
