@@ -15,9 +15,7 @@ use registry_api::AppState;
 use registry_coord::{Coordinator, RedisCoordinator};
 use registry_core::Registry;
 use registry_meta::MetaStore;
-use registry_storage::{
-    BlobStore, FsBlobStore, MemoryUploadStateStore, S3BlobStore, UploadStateStore,
-};
+use registry_storage::{BlobStore, FsBlobStore, S3BlobStore};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Backend, Config};
@@ -134,20 +132,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_max_upload(cfg.storage.maxblobsize);
     let meta = open_metadata(&cfg).await?;
     // Upload files without a session row belong to monolithic uploads that a crash cut
-    // short (they never get one): nothing can finish them.
-    let mut orphans = 0;
-    for id in blobs.upload_ids().context("listing upload sessions")? {
-        if cfg.redis.url.is_some() && recently_written(root, &id) {
-            continue; // another replica may be receiving it right now
-        }
-        if meta.upload_repo(&id).await?.is_none() {
-            blobs.cancel_upload(&id).await?;
-            orphans += 1;
-        }
-    }
-    if orphans > 0 {
-        tracing::info!(orphans, "removed data of interrupted monolithic uploads");
-    }
+    // short (they never get one): nothing can finish them. Those another replica may be
+    // receiving right now are left alone.
+    let leftover: Vec<String> = blobs
+        .upload_ids()
+        .context("listing upload sessions")?
+        .into_iter()
+        .filter(|id| !(cfg.redis.url.is_some() && recently_written(root, id)))
+        .collect();
     let grace = cfg.gc.grace()?;
     let gc_interval = cfg.gc.interval()?;
     // Held (shared) while serving: an offline `hyperregistry gc` refuses to sweep under a
@@ -172,6 +164,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         Some(coord) => registry.with_coordinator(coord.clone()),
         None => registry,
     };
+    if matches!(cfg.backend()?, Backend::Filesystem) {
+        let orphans = registry.drop_interrupted_uploads(leftover).await?;
+        if orphans > 0 {
+            tracing::info!(orphans, "removed data of interrupted monolithic uploads");
+        }
+    }
     let external = registry_external::External::start(
         registry.clone(),
         root,
@@ -471,45 +469,6 @@ impl registry_auth::token::KeyDirectory for MetaKeyDirectory {
     }
 }
 
-/// The S3 backend's upload-session state, kept in the metadata database (the `uploads`
-/// row's `state` column), so that any replica can continue any upload. Single-request
-/// uploads (monolithic pushes, replication, pull-through caching) have no session row and
-/// end in the request that started them: their state stays in this process.
-struct MetaUploadState {
-    meta: Arc<dyn MetaStore>,
-    single_request: MemoryUploadStateStore,
-}
-
-fn state_err(e: registry_meta::MetaError) -> registry_storage::StorageError {
-    registry_storage::StorageError::Io(std::io::Error::other(e))
-}
-
-#[async_trait::async_trait]
-impl UploadStateStore for MetaUploadState {
-    async fn load(&self, id: &str) -> registry_storage::Result<Option<Vec<u8>>> {
-        match self.meta.upload_state(id).await.map_err(state_err)? {
-            Some(state) => Ok(Some(state)),
-            None => self.single_request.load(id).await,
-        }
-    }
-
-    async fn save(&self, id: &str, state: &[u8]) -> registry_storage::Result<()> {
-        match self.meta.set_upload_state(id, state).await {
-            Ok(()) => Ok(()),
-            Err(registry_meta::MetaError::UnknownUpload(_)) => {
-                self.single_request.save(id, state).await
-            }
-            Err(e) => Err(state_err(e)),
-        }
-    }
-
-    async fn remove(&self, id: &str) -> registry_storage::Result<()> {
-        // A session row's state goes with the row, which the API deletes when the session
-        // ends.
-        self.single_request.remove(id).await
-    }
-}
-
 /// The blob store the configuration selects (`fs` is the filesystem one, already open).
 fn blob_store(
     cfg: &Config,
@@ -528,14 +487,8 @@ fn blob_store(
                 "blobs in S3"
             );
             Arc::new(
-                S3BlobStore::new(
-                    s3,
-                    Arc::new(MetaUploadState {
-                        meta,
-                        single_request: MemoryUploadStateStore::new(),
-                    }),
-                )
-                .context("configuring S3 blob storage")?,
+                S3BlobStore::new(s3, Arc::new(registry_core::MetaUploadState::new(meta)))
+                    .context("configuring S3 blob storage")?,
             )
         }
     })

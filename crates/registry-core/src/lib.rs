@@ -18,7 +18,8 @@
 //! sessions), [`cache`] (the manifest cache), [`lookups`] (lookups shared through the
 //! coordinator), [`events`] (what happened, for webhooks), [`upstream`] (where a
 //! pull-through repository's missing content comes from), [`gc`] (the deletions garbage
-//! collection makes), [`error`].
+//! collection makes), [`upload_state`] (S3 session state in the metadata database),
+//! [`error`].
 
 pub mod blobs;
 pub mod cache;
@@ -27,6 +28,7 @@ pub mod events;
 pub mod gc;
 pub mod lookups;
 pub mod manifests;
+pub mod upload_state;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -41,6 +43,7 @@ pub use crate::blobs::{BlobRead, BlobWant};
 pub use crate::cache::{CachedManifest, ManifestCache};
 pub use crate::error::{CoreError, Result};
 pub use crate::manifests::{Reference, StoredManifest};
+pub use crate::upload_state::MetaUploadState;
 pub use crate::upstream::Upstream;
 
 /// GC's default grace period (config `gc.graceperiod`).
@@ -166,6 +169,22 @@ impl Registry {
     /// Whether lookups are shared with other replicas through the coordinator's cache.
     pub fn shares_lookups(&self) -> bool {
         self.inner.shared_cache
+    }
+
+    /// At start: drop the stored bytes of every upload in `ids` that has no session row (a
+    /// monolithic upload a crash cut short: nothing can finish it); returns how many.
+    pub async fn drop_interrupted_uploads(
+        &self,
+        ids: impl IntoIterator<Item = String>,
+    ) -> Result<u64> {
+        let mut dropped = 0;
+        for id in ids {
+            if self.inner.meta.upload_repo(&id).await?.is_none() {
+                self.inner.blobs.cancel_upload(&id).await?;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
     }
 
     /// Take the lock `keys::blob(digest)`: held while a blob is committed and linked (or a
