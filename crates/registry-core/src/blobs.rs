@@ -36,6 +36,18 @@ pub enum BlobRead {
     },
 }
 
+impl std::fmt::Debug for BlobRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobRead::Local { size } => f.debug_struct("Local").field("size", size).finish(),
+            BlobRead::Streaming { size, .. } => f
+                .debug_struct("Streaming")
+                .field("size", size)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 /// A chunk to append to an upload session.
 pub struct Chunk {
     /// Where the chunk starts and ends (`Content-Range`), when the client said.
