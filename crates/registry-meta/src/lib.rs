@@ -219,27 +219,48 @@ pub fn like_contains(text: &str) -> String {
     p
 }
 
-/// The metadata operations the registry needs, implemented per database engine.
+/// Blobs and their links to repositories.
 #[async_trait]
-pub trait MetaStore: Send + Sync + 'static {
-    /// Whether a repository has ever received content.
-    async fn repository_exists(&self, repo: &str) -> Result<bool>;
+pub trait BlobMeta: Send + Sync {
     /// Record a committed blob and make it visible in `repo` (creating the repository).
     async fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<()>;
+
     /// Size of a blob if `repo` may serve it.
     async fn repo_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>>;
+
     /// Size of a blob if any repository has it.
     async fn any_blob(&self, digest: &Digest) -> Result<Option<u64>>;
+
     /// Remove a blob from a repository. Returns whether it was there.
     async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool>;
+
     /// Those of `digests` that `repo` may not serve as blobs.
     async fn missing_blobs(&self, repo: &str, digests: &[Digest]) -> Result<Vec<Digest>>;
+
+    /// Like [`BlobMeta::repo_blob`], and when the link's timestamp is before `stale_before`
+    /// it is set to now: a client told that the blob exists may rely on it for a while.
+    async fn touch_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        stale_before: SystemTime,
+    ) -> Result<Option<u64>>;
+}
+
+/// Manifests, tags, referrers and the repository catalog.
+#[async_trait]
+pub trait ManifestMeta: Send + Sync {
+    /// Whether a repository has ever received content.
+    async fn repository_exists(&self, repo: &str) -> Result<bool>;
+
     /// Those of `digests` that are not manifests in `repo`.
     async fn missing_manifests(&self, repo: &str, digests: &[Digest]) -> Result<Vec<Digest>>;
+
     /// Store a manifest (idempotent) and point `tags` at it, in one transaction.
     async fn put_manifest(&self, repo: &str, manifest: &NewManifest, tags: &[String])
     -> Result<()>;
-    /// Like [`MetaStore::put_manifest`], but the referenced blobs and child manifests need
+
+    /// Like [`ManifestMeta::put_manifest`], but the referenced blobs and child manifests need
     /// not be in the repository yet: a pull-through cache stores a manifest first and its
     /// blobs when clients first ask for them.
     async fn put_cached_manifest(
@@ -248,77 +269,73 @@ pub trait MetaStore: Send + Sync + 'static {
         manifest: &NewManifest,
         tags: &[String],
     ) -> Result<()>;
+
     /// A manifest by digest.
     async fn get_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<ManifestRecord>>;
+
     /// The manifest a tag points to.
     async fn resolve_tag(&self, repo: &str, tag: &str) -> Result<Option<ManifestRecord>>;
+
     /// Delete a manifest and every tag pointing to it. Returns the removed tags, or `None`
     /// when the manifest was not there.
     async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<String>>>;
+
     /// Delete one tag. Returns whether it existed.
     async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool>;
+
     /// Tags of a repository in lexical order, after `last`, at most `limit`.
     async fn list_tags(&self, repo: &str, last: Option<&str>, limit: usize) -> Result<Vec<String>>;
+
     /// Repository names in lexical order, after `last`, at most `limit`.
     async fn list_repositories(&self, last: Option<&str>, limit: usize) -> Result<Vec<String>>;
+
     /// Manifests in `repo` whose subject is `subject`.
     async fn referrers(&self, repo: &str, subject: &Digest) -> Result<Vec<ManifestRecord>>;
+}
+
+/// Upload sessions, and the opaque per-session state a blob store keeps.
+#[async_trait]
+pub trait UploadMeta: Send + Sync {
     /// Record a new upload session for `repo`.
     async fn create_upload(&self, id: &str, repo: &str) -> Result<()>;
+
     /// The repository an upload session belongs to.
     async fn upload_repo(&self, id: &str) -> Result<Option<String>>;
+
     /// Forget an upload session.
     async fn delete_upload(&self, id: &str) -> Result<()>;
+
     /// Upload sessions created before `before`, oldest first, at most `limit` (for purging
     /// abandoned uploads).
     async fn uploads_created_before(&self, before: SystemTime, limit: usize)
     -> Result<Vec<String>>;
-    /// Record a token signing key's public half under its key id (kept when present).
-    async fn put_token_key(&self, kid: &str, algorithm: &str, public_key: &[u8]) -> Result<()>;
-    /// The algorithm and public key recorded under `kid`.
-    async fn token_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>>;
-    /// Record `fingerprint` for the key `name` unless one is recorded; returns the recorded
-    /// one (the first writer's).
-    async fn agree_key_fingerprint(&self, name: &str, fingerprint: &str) -> Result<String>;
-    /// Insert or replace (by id) an external registry.
-    async fn put_external_registry(&self, rec: &ExternalRegistryRecord) -> Result<()>;
-    /// Every external registry, by name.
-    async fn external_registries(&self) -> Result<Vec<ExternalRegistryRecord>>;
-    /// Delete an external registry. Returns whether it existed.
-    async fn delete_external_registry(&self, id: &str) -> Result<bool>;
-    /// Insert or replace (by id) a replication rule.
-    async fn put_replication_rule(&self, rule: &ReplicationRuleRecord) -> Result<()>;
-    /// Every API-managed replication rule, by name.
-    async fn replication_rules(&self) -> Result<Vec<ReplicationRuleRecord>>;
-    /// Delete a replication rule. Returns whether it existed.
-    async fn delete_replication_rule(&self, id: &str) -> Result<bool>;
-    /// When a pull-through cache last checked `repo:tag` upstream (Unix milliseconds).
-    async fn proxy_tag_checked(&self, repo: &str, tag: &str) -> Result<Option<i64>>;
-    /// Record that a pull-through cache checked `repo:tag` upstream at `at`.
-    async fn set_proxy_tag_checked(&self, repo: &str, tag: &str, at: i64) -> Result<()>;
 
-    // Garbage collection. Timestamps have whole-second resolution; "older than T" means
-    // stored before T's second. Every delete re-checks its condition in the same statement,
-    // so it is safe against concurrent pushes (which check their references inside the
-    // manifest transaction, see `put_manifest`).
+    /// The opaque state a blob store recorded for an upload session. `None` when the session
+    /// is unknown or nothing was recorded yet (tell them apart with [`UploadMeta::upload_repo`]).
+    async fn upload_state(&self, id: &str) -> Result<Option<Vec<u8>>>;
 
-    /// Like [`MetaStore::repo_blob`], and when the link's timestamp is before `stale_before`
-    /// it is set to now: a client told that the blob exists may rely on it for a while.
-    async fn touch_blob(
-        &self,
-        repo: &str,
-        digest: &Digest,
-        stale_before: SystemTime,
-    ) -> Result<Option<u64>>;
+    /// Replace the opaque state of an upload session. An unknown session (never created, or
+    /// already deleted) is [`MetaError::UnknownUpload`]; nothing is stored then.
+    async fn set_upload_state(&self, id: &str, state: &[u8]) -> Result<()>;
+}
+
+/// What garbage collection reads and deletes. Timestamps have whole-second resolution;
+/// "older than T" means stored before T's second. Every delete re-checks its condition, so
+/// it is safe against concurrent pushes (which check their references inside the manifest
+/// transaction, see [`ManifestMeta::put_manifest`]).
+#[async_trait]
+pub trait GcMeta: Send + Sync {
     /// Manifests ordered by (repository, digest), after `after`, at most `limit`.
     async fn gc_manifests(
         &self,
         after: Option<(&str, &Digest)>,
         limit: usize,
     ) -> Result<Vec<GcManifest>>;
+
     /// Blob rows with their repository links, ordered by digest, after `after`, at most
     /// `limit` blobs.
     async fn gc_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<GcBlob>>;
+
     /// Delete a manifest of `repo` if it is older than `older_than`, untagged, no child of a
     /// manifest of `repo`, and its subject (if any) is not a manifest of `repo`. Returns
     /// whether it did.
@@ -328,6 +345,7 @@ pub trait MetaStore: Send + Sync + 'static {
         digest: &Digest,
         older_than: SystemTime,
     ) -> Result<bool>;
+
     /// Remove `repo`'s link to a blob if it is older than `older_than` and no manifest of
     /// `repo` references the digest. Returns whether it did.
     async fn gc_unlink_blob(
@@ -336,30 +354,88 @@ pub trait MetaStore: Send + Sync + 'static {
         digest: &Digest,
         older_than: SystemTime,
     ) -> Result<bool>;
+
     /// Delete a blob row if it is older than `older_than` and no repository links it.
     /// Returns whether it did.
     async fn gc_delete_blob(&self, digest: &Digest, older_than: SystemTime) -> Result<bool>;
+
     /// Whether content with this digest is still needed: a blob row, or a manifest in any
     /// repository.
     async fn digest_in_use(&self, digest: &Digest) -> Result<bool>;
+}
+
+/// Records beside the content: token signing keys, key fingerprints, external
+/// registries, replication rules, pull-through tag checks.
+#[async_trait]
+pub trait AdminMeta: Send + Sync {
+    /// Record a token signing key's public half under its key id (kept when present).
+    async fn put_token_key(&self, kid: &str, algorithm: &str, public_key: &[u8]) -> Result<()>;
+
+    /// The algorithm and public key recorded under `kid`.
+    async fn token_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>>;
+
+    /// Record `fingerprint` for the key `name` unless one is recorded; returns the recorded
+    /// one (the first writer's).
+    async fn agree_key_fingerprint(&self, name: &str, fingerprint: &str) -> Result<String>;
+
+    /// Insert or replace (by id) an external registry.
+    async fn put_external_registry(&self, rec: &ExternalRegistryRecord) -> Result<()>;
+
+    /// Every external registry, by name.
+    async fn external_registries(&self) -> Result<Vec<ExternalRegistryRecord>>;
+
+    /// Delete an external registry. Returns whether it existed.
+    async fn delete_external_registry(&self, id: &str) -> Result<bool>;
+
+    /// Insert or replace (by id) a replication rule.
+    async fn put_replication_rule(&self, rule: &ReplicationRuleRecord) -> Result<()>;
+
+    /// Every API-managed replication rule, by name.
+    async fn replication_rules(&self) -> Result<Vec<ReplicationRuleRecord>>;
+
+    /// Delete a replication rule. Returns whether it existed.
+    async fn delete_replication_rule(&self, id: &str) -> Result<bool>;
+
+    /// When a pull-through cache last checked `repo:tag` upstream (Unix milliseconds).
+    async fn proxy_tag_checked(&self, repo: &str, tag: &str) -> Result<Option<i64>>;
+
+    /// Record that a pull-through cache checked `repo:tag` upstream at `at`.
+    async fn set_proxy_tag_checked(&self, repo: &str, tag: &str, at: i64) -> Result<()>;
+}
+
+/// The management API's listings and deletes, and registry-wide figures.
+#[async_trait]
+pub trait ListingMeta: Send + Sync {
     /// Repositories with their figures in name order, filtered and paginated.
     async fn repository_summaries(
         &self,
         query: &RepositoryQuery<'_>,
     ) -> Result<Vec<RepositorySummary>>;
+
     /// Tags across repositories in (repository, tag) order, filtered and paginated.
     async fn tag_summaries(&self, query: &TagQuery<'_>) -> Result<Vec<TagSummary>>;
+
     /// Delete a repository: its tags, manifests, references and blob links, in one
     /// transaction (blob content stays for garbage collection). `None` when unknown.
     async fn delete_repository(&self, repo: &str) -> Result<Option<RemovedRepository>>;
+
     /// Registry-wide storage figures.
     async fn storage_stats(&self) -> Result<StorageStats>;
-    /// The opaque state a blob store recorded for an upload session. `None` when the session
-    /// is unknown or nothing was recorded yet (tell them apart with [`MetaStore::upload_repo`]).
-    async fn upload_state(&self, id: &str) -> Result<Option<Vec<u8>>>;
-    /// Replace the opaque state of an upload session. An unknown session (never created, or
-    /// already deleted) is [`MetaError::UnknownUpload`]; nothing is stored then.
-    async fn set_upload_state(&self, id: &str, state: &[u8]) -> Result<()>;
+}
+
+/// Every metadata trait, for code that calls a store through its concrete type.
+pub mod prelude {
+    pub use crate::{
+        AdminMeta, BlobMeta, GcMeta, ListingMeta, ManifestMeta, MetaStore, UploadMeta,
+    };
+}
+
+/// The metadata operations the registry needs, implemented per database engine, grouped
+/// by concern (as Zot splits its user database from its metadata database).
+#[async_trait]
+pub trait MetaStore:
+    BlobMeta + ManifestMeta + UploadMeta + GcMeta + AdminMeta + ListingMeta + Send + Sync + 'static
+{
     /// Close the connections (SQLite: flush the WAL). Call once, at shutdown.
     async fn close(&self) {}
 }

@@ -24,9 +24,10 @@ use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::{
-    ExternalRegistryRecord, GcBlob, GcManifest, ManifestRecord, MetaError, MetaStore, NewManifest,
-    RemovedRepository, ReplicationRuleRecord, RepositoryQuery, RepositorySummary, Result,
-    StorageStats, TagQuery, TagSummary, like_contains,
+    AdminMeta, BlobMeta, ExternalRegistryRecord, GcBlob, GcManifest, GcMeta, ListingMeta,
+    ManifestMeta, ManifestRecord, MetaError, MetaStore, NewManifest, RemovedRepository,
+    ReplicationRuleRecord, RepositoryQuery, RepositorySummary, Result, StorageStats, TagQuery,
+    TagSummary, UploadMeta, like_contains,
 };
 
 /// Connections per process; replicas multiply this, so keep it modest.
@@ -528,15 +529,7 @@ async fn delete_repository_tx(
 }
 
 #[async_trait]
-impl MetaStore for PgMeta {
-    async fn repository_exists(&self, repo: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM repositories WHERE name = $1")
-            .bind(repo)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
-    }
-
+impl BlobMeta for PgMeta {
     async fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<()> {
         let digest = digest.to_string();
         in_transaction!(self, "link_blob", |tx| link_blob_tx(
@@ -597,6 +590,54 @@ impl MetaStore for PgMeta {
             .filter(|(_, s)| !present.contains(s))
             .map(|(d, _)| d.clone())
             .collect())
+    }
+
+    async fn touch_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        stale_before: SystemTime,
+    ) -> Result<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT b.size, rb.created_at FROM repository_blobs rb
+             JOIN repositories r ON r.id = rb.repo_id
+             JOIN blobs b ON b.digest = rb.digest
+             WHERE r.name = $1 AND rb.digest = $2",
+        )
+        .bind(repo)
+        .bind(digest.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let size = size_of(row.try_get(0)?)?;
+        if row.try_get::<i64, _>(1)? < unix(stale_before) {
+            // Under the row lock the UPDATE takes: if GC removed the link since the read
+            // above, nothing is refreshed and the blob is not there any more.
+            let done = sqlx::query(
+                "UPDATE repository_blobs SET created_at = $1
+                 WHERE repo_id = (SELECT id FROM repositories WHERE name = $2) AND digest = $3",
+            )
+            .bind(now())
+            .bind(repo)
+            .bind(digest.to_string())
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(size))
+    }
+}
+
+#[async_trait]
+impl ManifestMeta for PgMeta {
+    async fn repository_exists(&self, repo: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM repositories WHERE name = $1")
+            .bind(repo)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     async fn missing_manifests(&self, repo: &str, digests: &[Digest]) -> Result<Vec<Digest>> {
@@ -726,7 +767,10 @@ impl MetaStore for PgMeta {
         .await?;
         rows.iter().map(manifest_from_row).collect()
     }
+}
 
+#[async_trait]
+impl UploadMeta for PgMeta {
     async fn create_upload(&self, id: &str, repo: &str) -> Result<()> {
         sqlx::query("INSERT INTO uploads (id, repo, created_at) VALUES ($1, $2, $3)")
             .bind(id)
@@ -787,7 +831,155 @@ impl MetaStore for PgMeta {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl GcMeta for PgMeta {
+    async fn gc_manifests(
+        &self,
+        after: Option<(&str, &Digest)>,
+        limit: usize,
+    ) -> Result<Vec<GcManifest>> {
+        let (after_repo, after_digest) = after
+            .map(|(r, d)| (r.to_string(), d.to_string()))
+            .unwrap_or_default();
+        let rows = sqlx::query(
+            "SELECT r.name, m.digest, m.size, m.subject, m.created_at,
+                    EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
+             FROM manifests m JOIN repositories r ON r.id = m.repo_id
+             WHERE (r.name, m.digest) > ($1, $2)
+             ORDER BY r.name, m.digest LIMIT $3",
+        )
+        .bind(&after_repo)
+        .bind(&after_digest)
+        .bind(limit_of(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(GcManifest {
+                repo: row.try_get(0)?,
+                digest: parse_digest(row.try_get(1)?)?,
+                size: size_of(row.try_get(2)?)?,
+                subject: row
+                    .try_get::<Option<String>, _>(3)?
+                    .map(parse_digest)
+                    .transpose()?,
+                created_at: from_unix(row.try_get(4)?),
+                tagged: row.try_get(5)?,
+                children: Vec::new(),
+                blobs: Vec::new(),
+            });
+        }
+        let Some(last) = out.last() else {
+            return Ok(out);
+        };
+        // The references of exactly this page's manifests, in one query.
+        let refs = sqlx::query(
+            "SELECT r.name, mr.parent, mr.child, mr.kind
+             FROM manifest_references mr JOIN repositories r ON r.id = mr.repo_id
+             WHERE (r.name, mr.parent) > ($1, $2) AND (r.name, mr.parent) <= ($3, $4)",
+        )
+        .bind(&after_repo)
+        .bind(&after_digest)
+        .bind(&last.repo)
+        .bind(last.digest.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let index: HashMap<(String, String), usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ((m.repo.clone(), m.digest.to_string()), i))
+            .collect();
+        for row in &refs {
+            let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            let Some(&i) = index.get(&key) else { continue };
+            let child = parse_digest(row.try_get(2)?)?;
+            match row.try_get::<String, _>(3)?.as_str() {
+                "manifest" => out[i].children.push(child),
+                _ => out[i].blobs.push(child),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn gc_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<GcBlob>> {
+        let rows = sqlx::query(
+            "SELECT b.digest, b.size, b.created_at, r.name, rb.created_at
+             FROM (SELECT * FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2) b
+             LEFT JOIN repository_blobs rb ON rb.digest = b.digest
+             LEFT JOIN repositories r ON r.id = rb.repo_id
+             ORDER BY b.digest",
+        )
+        .bind(after.map(|d| d.to_string()).unwrap_or_default())
+        .bind(limit_of(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<GcBlob> = Vec::new();
+        for row in &rows {
+            let digest = parse_digest(row.try_get(0)?)?;
+            if out.last().is_none_or(|b| b.digest != digest) {
+                out.push(GcBlob {
+                    digest,
+                    size: size_of(row.try_get(1)?)?,
+                    created_at: from_unix(row.try_get(2)?),
+                    links: Vec::new(),
+                });
+            }
+            if let Some(repo) = row.try_get::<Option<String>, _>(3)? {
+                let linked: i64 = row.try_get(4)?;
+                let blob = out.last_mut().expect("pushed above");
+                blob.links.push((repo, from_unix(linked)));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn gc_delete_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        older_than: SystemTime,
+    ) -> Result<bool> {
+        let (digest, older_than) = (digest.to_string(), unix(older_than));
+        in_transaction!(self, "gc_delete_manifest", |tx| gc_delete_manifest_tx(
+            &mut tx, repo, &digest, older_than
+        ))
+    }
+
+    async fn gc_unlink_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        older_than: SystemTime,
+    ) -> Result<bool> {
+        let (digest, older_than) = (digest.to_string(), unix(older_than));
+        in_transaction!(self, "gc_unlink_blob", |tx| gc_unlink_blob_tx(
+            &mut tx, repo, &digest, older_than
+        ))
+    }
+
+    async fn gc_delete_blob(&self, digest: &Digest, older_than: SystemTime) -> Result<bool> {
+        let (digest, older_than) = (digest.to_string(), unix(older_than));
+        in_transaction!(self, "gc_delete_blob", |tx| gc_delete_blob_tx(
+            &mut tx, &digest, older_than
+        ))
+    }
+
+    async fn digest_in_use(&self, digest: &Digest) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = $1)
+                 OR EXISTS (SELECT 1 FROM manifests WHERE digest = $1)",
+        )
+        .bind(digest.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+}
+
+#[async_trait]
+impl AdminMeta for PgMeta {
     async fn put_token_key(&self, kid: &str, algorithm: &str, public_key: &[u8]) -> Result<()> {
         sqlx::query(
             "INSERT INTO token_keys (kid, algorithm, public_key, created_at) VALUES ($1, $2, $3, $4)
@@ -946,186 +1138,10 @@ impl MetaStore for PgMeta {
         .await?;
         Ok(())
     }
+}
 
-    async fn touch_blob(
-        &self,
-        repo: &str,
-        digest: &Digest,
-        stale_before: SystemTime,
-    ) -> Result<Option<u64>> {
-        let row = sqlx::query(
-            "SELECT b.size, rb.created_at FROM repository_blobs rb
-             JOIN repositories r ON r.id = rb.repo_id
-             JOIN blobs b ON b.digest = rb.digest
-             WHERE r.name = $1 AND rb.digest = $2",
-        )
-        .bind(repo)
-        .bind(digest.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let size = size_of(row.try_get(0)?)?;
-        if row.try_get::<i64, _>(1)? < unix(stale_before) {
-            // Under the row lock the UPDATE takes: if GC removed the link since the read
-            // above, nothing is refreshed and the blob is not there any more.
-            let done = sqlx::query(
-                "UPDATE repository_blobs SET created_at = $1
-                 WHERE repo_id = (SELECT id FROM repositories WHERE name = $2) AND digest = $3",
-            )
-            .bind(now())
-            .bind(repo)
-            .bind(digest.to_string())
-            .execute(&self.pool)
-            .await?;
-            if done.rows_affected() == 0 {
-                return Ok(None);
-            }
-        }
-        Ok(Some(size))
-    }
-
-    async fn gc_manifests(
-        &self,
-        after: Option<(&str, &Digest)>,
-        limit: usize,
-    ) -> Result<Vec<GcManifest>> {
-        let (after_repo, after_digest) = after
-            .map(|(r, d)| (r.to_string(), d.to_string()))
-            .unwrap_or_default();
-        let rows = sqlx::query(
-            "SELECT r.name, m.digest, m.size, m.subject, m.created_at,
-                    EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
-             FROM manifests m JOIN repositories r ON r.id = m.repo_id
-             WHERE (r.name, m.digest) > ($1, $2)
-             ORDER BY r.name, m.digest LIMIT $3",
-        )
-        .bind(&after_repo)
-        .bind(&after_digest)
-        .bind(limit_of(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            out.push(GcManifest {
-                repo: row.try_get(0)?,
-                digest: parse_digest(row.try_get(1)?)?,
-                size: size_of(row.try_get(2)?)?,
-                subject: row
-                    .try_get::<Option<String>, _>(3)?
-                    .map(parse_digest)
-                    .transpose()?,
-                created_at: from_unix(row.try_get(4)?),
-                tagged: row.try_get(5)?,
-                children: Vec::new(),
-                blobs: Vec::new(),
-            });
-        }
-        let Some(last) = out.last() else {
-            return Ok(out);
-        };
-        // The references of exactly this page's manifests, in one query.
-        let refs = sqlx::query(
-            "SELECT r.name, mr.parent, mr.child, mr.kind
-             FROM manifest_references mr JOIN repositories r ON r.id = mr.repo_id
-             WHERE (r.name, mr.parent) > ($1, $2) AND (r.name, mr.parent) <= ($3, $4)",
-        )
-        .bind(&after_repo)
-        .bind(&after_digest)
-        .bind(&last.repo)
-        .bind(last.digest.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        let index: HashMap<(String, String), usize> = out
-            .iter()
-            .enumerate()
-            .map(|(i, m)| ((m.repo.clone(), m.digest.to_string()), i))
-            .collect();
-        for row in &refs {
-            let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
-            let Some(&i) = index.get(&key) else { continue };
-            let child = parse_digest(row.try_get(2)?)?;
-            match row.try_get::<String, _>(3)?.as_str() {
-                "manifest" => out[i].children.push(child),
-                _ => out[i].blobs.push(child),
-            }
-        }
-        Ok(out)
-    }
-
-    async fn gc_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<GcBlob>> {
-        let rows = sqlx::query(
-            "SELECT b.digest, b.size, b.created_at, r.name, rb.created_at
-             FROM (SELECT * FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2) b
-             LEFT JOIN repository_blobs rb ON rb.digest = b.digest
-             LEFT JOIN repositories r ON r.id = rb.repo_id
-             ORDER BY b.digest",
-        )
-        .bind(after.map(|d| d.to_string()).unwrap_or_default())
-        .bind(limit_of(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out: Vec<GcBlob> = Vec::new();
-        for row in &rows {
-            let digest = parse_digest(row.try_get(0)?)?;
-            if out.last().is_none_or(|b| b.digest != digest) {
-                out.push(GcBlob {
-                    digest,
-                    size: size_of(row.try_get(1)?)?,
-                    created_at: from_unix(row.try_get(2)?),
-                    links: Vec::new(),
-                });
-            }
-            if let Some(repo) = row.try_get::<Option<String>, _>(3)? {
-                let linked: i64 = row.try_get(4)?;
-                let blob = out.last_mut().expect("pushed above");
-                blob.links.push((repo, from_unix(linked)));
-            }
-        }
-        Ok(out)
-    }
-
-    async fn gc_delete_manifest(
-        &self,
-        repo: &str,
-        digest: &Digest,
-        older_than: SystemTime,
-    ) -> Result<bool> {
-        let (digest, older_than) = (digest.to_string(), unix(older_than));
-        in_transaction!(self, "gc_delete_manifest", |tx| gc_delete_manifest_tx(
-            &mut tx, repo, &digest, older_than
-        ))
-    }
-
-    async fn gc_unlink_blob(
-        &self,
-        repo: &str,
-        digest: &Digest,
-        older_than: SystemTime,
-    ) -> Result<bool> {
-        let (digest, older_than) = (digest.to_string(), unix(older_than));
-        in_transaction!(self, "gc_unlink_blob", |tx| gc_unlink_blob_tx(
-            &mut tx, repo, &digest, older_than
-        ))
-    }
-
-    async fn gc_delete_blob(&self, digest: &Digest, older_than: SystemTime) -> Result<bool> {
-        let (digest, older_than) = (digest.to_string(), unix(older_than));
-        in_transaction!(self, "gc_delete_blob", |tx| gc_delete_blob_tx(
-            &mut tx, &digest, older_than
-        ))
-    }
-
-    async fn digest_in_use(&self, digest: &Digest) -> Result<bool> {
-        let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = $1)
-                 OR EXISTS (SELECT 1 FROM manifests WHERE digest = $1)",
-        )
-        .bind(digest.to_string())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get(0)?)
-    }
-
+#[async_trait]
+impl ListingMeta for PgMeta {
     async fn repository_summaries(
         &self,
         query: &RepositoryQuery<'_>,
@@ -1220,7 +1236,10 @@ impl MetaStore for PgMeta {
             upload_sessions: size_of(row.try_get(2)?)?,
         })
     }
+}
 
+#[async_trait]
+impl MetaStore for PgMeta {
     async fn close(&self) {
         self.pool.close().await;
     }

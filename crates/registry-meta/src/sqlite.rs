@@ -10,9 +10,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::{
-    ExternalRegistryRecord, GcBlob, GcManifest, ManifestRecord, MetaError, MetaStore, NewManifest,
-    RemovedRepository, ReplicationRuleRecord, RepositoryQuery, RepositorySummary, Result,
-    StorageStats, TagQuery, TagSummary, like_contains,
+    AdminMeta, BlobMeta, ExternalRegistryRecord, GcBlob, GcManifest, GcMeta, ListingMeta,
+    ManifestMeta, ManifestRecord, MetaError, MetaStore, NewManifest, RemovedRepository,
+    ReplicationRuleRecord, RepositoryQuery, RepositorySummary, Result, StorageStats, TagQuery,
+    TagSummary, UploadMeta, like_contains,
 };
 
 /// SQLite-backed [`MetaStore`].
@@ -195,15 +196,7 @@ impl SqliteMeta {
 }
 
 #[async_trait]
-impl MetaStore for SqliteMeta {
-    async fn repository_exists(&self, repo: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM repositories WHERE name = ?")
-            .bind(repo)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
-    }
-
+impl BlobMeta for SqliteMeta {
     async fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<()> {
         let _w = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
@@ -278,6 +271,50 @@ impl MetaStore for SqliteMeta {
             }
         }
         Ok(missing)
+    }
+
+    async fn touch_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        stale_before: SystemTime,
+    ) -> Result<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT b.size, rb.created_at FROM repository_blobs rb
+             JOIN repositories r ON r.id = rb.repo_id
+             JOIN blobs b ON b.digest = rb.digest
+             WHERE r.name = ? AND rb.digest = ?",
+        )
+        .bind(repo)
+        .bind(digest.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let size = row.get::<i64, _>(0) as u64;
+        if row.get::<i64, _>(1) < unix(stale_before) {
+            let _w = self.write_lock.lock().await;
+            sqlx::query(
+                "UPDATE repository_blobs SET created_at = ?
+                 WHERE repo_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?",
+            )
+            .bind(now())
+            .bind(repo)
+            .bind(digest.to_string())
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(Some(size))
+    }
+}
+
+#[async_trait]
+impl ManifestMeta for SqliteMeta {
+    async fn repository_exists(&self, repo: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM repositories WHERE name = ?")
+            .bind(repo)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     async fn missing_manifests(&self, repo: &str, digests: &[Digest]) -> Result<Vec<Digest>> {
@@ -412,7 +449,10 @@ impl MetaStore for SqliteMeta {
         .await?;
         rows.iter().map(manifest_from_row).collect()
     }
+}
 
+#[async_trait]
+impl UploadMeta for SqliteMeta {
     async fn create_upload(&self, id: &str, repo: &str) -> Result<()> {
         let _w = self.write_lock.lock().await;
         sqlx::query("INSERT INTO uploads (id, repo, created_at) VALUES (?, ?, ?)")
@@ -456,204 +496,30 @@ impl MetaStore for SqliteMeta {
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
-    async fn put_token_key(&self, kid: &str, algorithm: &str, public_key: &[u8]) -> Result<()> {
-        let _w = self.write_lock.lock().await;
-        sqlx::query(
-            "INSERT INTO token_keys (kid, algorithm, public_key, created_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT(kid) DO NOTHING",
-        )
-        .bind(kid)
-        .bind(algorithm)
-        .bind(public_key)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn token_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>> {
-        let row = sqlx::query("SELECT algorithm, public_key FROM token_keys WHERE kid = ?")
-            .bind(kid)
+    async fn upload_state(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT state FROM uploads WHERE id = ?")
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        Ok(row.and_then(|r| r.get::<Option<Vec<u8>>, _>(0)))
     }
 
-    async fn agree_key_fingerprint(&self, name: &str, fingerprint: &str) -> Result<String> {
+    async fn set_upload_state(&self, id: &str, state: &[u8]) -> Result<()> {
         let _w = self.write_lock.lock().await;
-        sqlx::query(
-            "INSERT INTO key_fingerprints (name, fingerprint, created_at) VALUES (?, ?, ?)
-             ON CONFLICT(name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(fingerprint)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        let row = sqlx::query("SELECT fingerprint FROM key_fingerprints WHERE name = ?")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.get(0))
-    }
-
-    async fn put_external_registry(&self, rec: &ExternalRegistryRecord) -> Result<()> {
-        let _w = self.write_lock.lock().await;
-        sqlx::query(
-            "INSERT INTO external_registries
-               (id, name, kind, endpoint, auth_kind, username, secret, insecure, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT(id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
-               endpoint = excluded.endpoint, auth_kind = excluded.auth_kind,
-               username = excluded.username, secret = excluded.secret,
-               insecure = excluded.insecure, updated_at = excluded.updated_at",
-        )
-        .bind(&rec.id)
-        .bind(&rec.name)
-        .bind(&rec.kind)
-        .bind(&rec.endpoint)
-        .bind(&rec.auth_kind)
-        .bind(&rec.username)
-        .bind(&rec.secret)
-        .bind(rec.insecure)
-        .bind(rec.created_at)
-        .bind(rec.updated_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn external_registries(&self) -> Result<Vec<ExternalRegistryRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, name, kind, endpoint, auth_kind, username, secret, insecure, created_at, updated_at
-             FROM external_registries ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ExternalRegistryRecord {
-                    id: r.try_get(0)?,
-                    name: r.try_get(1)?,
-                    kind: r.try_get(2)?,
-                    endpoint: r.try_get(3)?,
-                    auth_kind: r.try_get(4)?,
-                    username: r.try_get(5)?,
-                    secret: r.try_get(6)?,
-                    insecure: r.try_get(7)?,
-                    created_at: r.try_get(8)?,
-                    updated_at: r.try_get(9)?,
-                })
-            })
-            .collect()
-    }
-
-    async fn delete_external_registry(&self, id: &str) -> Result<bool> {
-        let _w = self.write_lock.lock().await;
-        let done = sqlx::query("DELETE FROM external_registries WHERE id = ?")
+        let done = sqlx::query("UPDATE uploads SET state = ? WHERE id = ?")
+            .bind(state)
             .bind(id)
             .execute(&self.pool)
             .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn put_replication_rule(&self, rule: &ReplicationRuleRecord) -> Result<()> {
-        let _w = self.write_lock.lock().await;
-        sqlx::query(
-            "INSERT INTO replication_rules (id, name, body, created_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT(id) DO UPDATE SET name = excluded.name, body = excluded.body",
-        )
-        .bind(&rule.id)
-        .bind(&rule.name)
-        .bind(&rule.body)
-        .bind(rule.created_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn replication_rules(&self) -> Result<Vec<ReplicationRuleRecord>> {
-        let rows =
-            sqlx::query("SELECT id, name, body, created_at FROM replication_rules ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ReplicationRuleRecord {
-                    id: r.try_get(0)?,
-                    name: r.try_get(1)?,
-                    body: r.try_get(2)?,
-                    created_at: r.try_get(3)?,
-                })
-            })
-            .collect()
-    }
-
-    async fn delete_replication_rule(&self, id: &str) -> Result<bool> {
-        let _w = self.write_lock.lock().await;
-        let done = sqlx::query("DELETE FROM replication_rules WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn proxy_tag_checked(&self, repo: &str, tag: &str) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT checked_at FROM proxy_tags WHERE repository = ? AND tag = ?")
-            .bind(repo)
-            .bind(tag)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
-    async fn set_proxy_tag_checked(&self, repo: &str, tag: &str, at: i64) -> Result<()> {
-        let _w = self.write_lock.lock().await;
-        sqlx::query(
-            "INSERT INTO proxy_tags (repository, tag, checked_at) VALUES (?, ?, ?)
-             ON CONFLICT(repository, tag) DO UPDATE SET checked_at = excluded.checked_at",
-        )
-        .bind(repo)
-        .bind(tag)
-        .bind(at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn touch_blob(
-        &self,
-        repo: &str,
-        digest: &Digest,
-        stale_before: SystemTime,
-    ) -> Result<Option<u64>> {
-        let row = sqlx::query(
-            "SELECT b.size, rb.created_at FROM repository_blobs rb
-             JOIN repositories r ON r.id = rb.repo_id
-             JOIN blobs b ON b.digest = rb.digest
-             WHERE r.name = ? AND rb.digest = ?",
-        )
-        .bind(repo)
-        .bind(digest.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let size = row.get::<i64, _>(0) as u64;
-        if row.get::<i64, _>(1) < unix(stale_before) {
-            let _w = self.write_lock.lock().await;
-            sqlx::query(
-                "UPDATE repository_blobs SET created_at = ?
-                 WHERE repo_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?",
-            )
-            .bind(now())
-            .bind(repo)
-            .bind(digest.to_string())
-            .execute(&self.pool)
-            .await?;
+        if done.rows_affected() == 0 {
+            return Err(MetaError::UnknownUpload(id.to_string()));
         }
-        Ok(Some(size))
+        Ok(())
     }
+}
 
+#[async_trait]
+impl GcMeta for SqliteMeta {
     async fn gc_manifests(
         &self,
         after: Option<(&str, &Digest)>,
@@ -825,32 +691,178 @@ impl MetaStore for SqliteMeta {
         .await?;
         Ok(row.try_get::<i64, _>(0)? != 0)
     }
+}
 
-    async fn upload_state(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT state FROM uploads WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.and_then(|r| r.get::<Option<Vec<u8>>, _>(0)))
-    }
-
-    async fn set_upload_state(&self, id: &str, state: &[u8]) -> Result<()> {
+#[async_trait]
+impl AdminMeta for SqliteMeta {
+    async fn put_token_key(&self, kid: &str, algorithm: &str, public_key: &[u8]) -> Result<()> {
         let _w = self.write_lock.lock().await;
-        let done = sqlx::query("UPDATE uploads SET state = ? WHERE id = ?")
-            .bind(state)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(MetaError::UnknownUpload(id.to_string()));
-        }
+        sqlx::query(
+            "INSERT INTO token_keys (kid, algorithm, public_key, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT(kid) DO NOTHING",
+        )
+        .bind(kid)
+        .bind(algorithm)
+        .bind(public_key)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    async fn close(&self) {
-        self.pool.close().await;
+    async fn token_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let row = sqlx::query("SELECT algorithm, public_key FROM token_keys WHERE kid = ?")
+            .bind(kid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
+    async fn agree_key_fingerprint(&self, name: &str, fingerprint: &str) -> Result<String> {
+        let _w = self.write_lock.lock().await;
+        sqlx::query(
+            "INSERT INTO key_fingerprints (name, fingerprint, created_at) VALUES (?, ?, ?)
+             ON CONFLICT(name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(fingerprint)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT fingerprint FROM key_fingerprints WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn put_external_registry(&self, rec: &ExternalRegistryRecord) -> Result<()> {
+        let _w = self.write_lock.lock().await;
+        sqlx::query(
+            "INSERT INTO external_registries
+               (id, name, kind, endpoint, auth_kind, username, secret, insecure, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
+               endpoint = excluded.endpoint, auth_kind = excluded.auth_kind,
+               username = excluded.username, secret = excluded.secret,
+               insecure = excluded.insecure, updated_at = excluded.updated_at",
+        )
+        .bind(&rec.id)
+        .bind(&rec.name)
+        .bind(&rec.kind)
+        .bind(&rec.endpoint)
+        .bind(&rec.auth_kind)
+        .bind(&rec.username)
+        .bind(&rec.secret)
+        .bind(rec.insecure)
+        .bind(rec.created_at)
+        .bind(rec.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn external_registries(&self) -> Result<Vec<ExternalRegistryRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, name, kind, endpoint, auth_kind, username, secret, insecure, created_at, updated_at
+             FROM external_registries ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ExternalRegistryRecord {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    endpoint: r.try_get(3)?,
+                    auth_kind: r.try_get(4)?,
+                    username: r.try_get(5)?,
+                    secret: r.try_get(6)?,
+                    insecure: r.try_get(7)?,
+                    created_at: r.try_get(8)?,
+                    updated_at: r.try_get(9)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_external_registry(&self, id: &str) -> Result<bool> {
+        let _w = self.write_lock.lock().await;
+        let done = sqlx::query("DELETE FROM external_registries WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_replication_rule(&self, rule: &ReplicationRuleRecord) -> Result<()> {
+        let _w = self.write_lock.lock().await;
+        sqlx::query(
+            "INSERT INTO replication_rules (id, name, body, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, body = excluded.body",
+        )
+        .bind(&rule.id)
+        .bind(&rule.name)
+        .bind(&rule.body)
+        .bind(rule.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn replication_rules(&self) -> Result<Vec<ReplicationRuleRecord>> {
+        let rows =
+            sqlx::query("SELECT id, name, body, created_at FROM replication_rules ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReplicationRuleRecord {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    body: r.try_get(2)?,
+                    created_at: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_replication_rule(&self, id: &str) -> Result<bool> {
+        let _w = self.write_lock.lock().await;
+        let done = sqlx::query("DELETE FROM replication_rules WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn proxy_tag_checked(&self, repo: &str, tag: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT checked_at FROM proxy_tags WHERE repository = ? AND tag = ?")
+            .bind(repo)
+            .bind(tag)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn set_proxy_tag_checked(&self, repo: &str, tag: &str, at: i64) -> Result<()> {
+        let _w = self.write_lock.lock().await;
+        sqlx::query(
+            "INSERT INTO proxy_tags (repository, tag, checked_at) VALUES (?, ?, ?)
+             ON CONFLICT(repository, tag) DO UPDATE SET checked_at = excluded.checked_at",
+        )
+        .bind(repo)
+        .bind(tag)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ListingMeta for SqliteMeta {
     async fn repository_summaries(
         &self,
         query: &RepositoryQuery<'_>,
@@ -1001,5 +1013,12 @@ impl MetaStore for SqliteMeta {
             bytes: row.try_get::<i64, _>(1)? as u64,
             upload_sessions: row.try_get::<i64, _>(2)? as u64,
         })
+    }
+}
+
+#[async_trait]
+impl MetaStore for SqliteMeta {
+    async fn close(&self) {
+        self.pool.close().await;
     }
 }

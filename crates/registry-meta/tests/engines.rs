@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use oci_core::Digest;
+use registry_meta::prelude::*;
 use registry_meta::{
     ExternalRegistryRecord, ManifestRecord, MetaError, MetaStore, NewManifest, PgMeta,
     ReplicationRuleRecord, RepositoryQuery, TagQuery,
