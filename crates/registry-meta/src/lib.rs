@@ -7,6 +7,7 @@
 //! [`connect`] picks the engine from a URL.
 
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use std::time::SystemTime;
@@ -73,7 +74,7 @@ pub struct NewManifest {
 }
 
 /// An external registry as stored (the secret sealed by the caller).
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, sqlx::FromRow)]
 pub struct ExternalRegistryRecord {
     /// Identifier.
     pub id: String,
@@ -113,7 +114,7 @@ impl std::fmt::Debug for ExternalRegistryRecord {
 }
 
 /// A replication rule managed through the API, as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ReplicationRuleRecord {
     /// Identifier.
     pub id: String,
@@ -234,9 +235,6 @@ pub trait BlobMeta: Send + Sync {
     /// Remove a blob from a repository. Returns whether it was there.
     async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool>;
 
-    /// Those of `digests` that `repo` may not serve as blobs.
-    async fn missing_blobs(&self, repo: &str, digests: &[Digest]) -> Result<Vec<Digest>>;
-
     /// Like [`BlobMeta::repo_blob`], and when the link's timestamp is before `stale_before`
     /// it is set to now: a client told that the blob exists may rely on it for a while.
     async fn touch_blob(
@@ -252,9 +250,6 @@ pub trait BlobMeta: Send + Sync {
 pub trait ManifestMeta: Send + Sync {
     /// Whether a repository has ever received content.
     async fn repository_exists(&self, repo: &str) -> Result<bool>;
-
-    /// Those of `digests` that are not manifests in `repo`.
-    async fn missing_manifests(&self, repo: &str, digests: &[Digest]) -> Result<Vec<Digest>>;
 
     /// Store a manifest (idempotent) and point `tags` at it, in one transaction.
     async fn put_manifest(&self, repo: &str, manifest: &NewManifest, tags: &[String])

@@ -1,0 +1,721 @@
+//! What SQLite and PostgreSQL share: every statement that means the same on both, written
+//! once (`$1`…`$n` placeholders, which both engines accept; `CAST` rather than `::`), the
+//! row mappers and value conversions, and the trait impls around them.
+//!
+//! [`meta_store!`] stamps the impls of every metadata trait out for one engine's store. A
+//! store provides a `pool` field and, as inherent methods:
+//! - `write_guard()`: held around each write (SQLite's single-writer mutex; nothing on
+//!   PostgreSQL, which relies on the database);
+//! - the operations whose semantics differ between engines (row locks, retries, the
+//!   lock-then-delete of GC): `link_blob_engine`, `put_manifest_engine`,
+//!   `delete_manifest_engine`, `gc_delete_manifest_engine`, `gc_unlink_blob_engine`,
+//!   `gc_delete_blob_engine`, `delete_repository_engine`, `close_engine`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use oci_core::Digest;
+
+use crate::{ManifestRecord, MetaError, Result};
+
+/// Now, in whole seconds since the epoch.
+pub(crate) fn now() -> i64 {
+    unix(SystemTime::now())
+}
+
+/// Whole seconds since the epoch (0 before it).
+pub(crate) fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The time a stored timestamp stands for.
+pub(crate) fn from_unix(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
+}
+
+/// A stored digest.
+pub(crate) fn parse_digest(s: String) -> Result<Digest> {
+    s.parse()
+        .map_err(|e| MetaError::Corrupt(format!("stored digest {s:?}: {e}")))
+}
+
+/// A stored size or count (never negative).
+pub(crate) fn size_of(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| MetaError::Corrupt(format!("negative size {v}")))
+}
+
+/// A size as stored (sizes beyond `i64::MAX` cannot be).
+pub(crate) fn db_size(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| MetaError::Corrupt(format!("size {v} is beyond what is stored")))
+}
+
+/// A `LIMIT`: `usize::MAX` and anything beyond `i64::MAX` mean "all".
+pub(crate) fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Columns of a manifest row, as [`ManifestRow`] reads them.
+macro_rules! manifest_columns {
+    () => {
+        "m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations"
+    };
+}
+pub(crate) use manifest_columns;
+
+/// A `manifests` row ([`manifest_columns!`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct ManifestRow {
+    digest: String,
+    media_type: String,
+    size: i64,
+    artifact_type: Option<String>,
+    subject: Option<String>,
+    annotations: Option<String>,
+}
+
+impl ManifestRow {
+    /// The record it stores.
+    pub(crate) fn record(self) -> Result<ManifestRecord> {
+        Ok(ManifestRecord {
+            digest: parse_digest(self.digest)?,
+            media_type: self.media_type,
+            size: size_of(self.size)?,
+            artifact_type: self.artifact_type,
+            subject: self.subject.map(parse_digest).transpose()?,
+            annotations: self.annotations,
+        })
+    }
+}
+
+/// The impls of every metadata trait for `$store` (see the module documentation).
+macro_rules! meta_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::BlobMeta for $store {
+            async fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<()> {
+                self.link_blob_engine(repo, digest, size).await
+            }
+
+            async fn repo_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+                let size: Option<i64> = sqlx::query_scalar(
+                    "SELECT b.size FROM repository_blobs rb
+                     JOIN repositories r ON r.id = rb.repo_id
+                     JOIN blobs b ON b.digest = rb.digest
+                     WHERE r.name = $1 AND rb.digest = $2",
+                )
+                .bind(repo)
+                .bind(digest.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                size.map(sql::size_of).transpose()
+            }
+
+            async fn any_blob(&self, digest: &Digest) -> Result<Option<u64>> {
+                let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
+                    .bind(digest.to_string())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                size.map(sql::size_of).transpose()
+            }
+
+            async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query(
+                    "DELETE FROM repository_blobs
+                     WHERE repo_id = (SELECT id FROM repositories WHERE name = $1) AND digest = $2",
+                )
+                .bind(repo)
+                .bind(digest.to_string())
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn touch_blob(
+                &self,
+                repo: &str,
+                digest: &Digest,
+                stale_before: SystemTime,
+            ) -> Result<Option<u64>> {
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT b.size, rb.created_at FROM repository_blobs rb
+                     JOIN repositories r ON r.id = rb.repo_id
+                     JOIN blobs b ON b.digest = rb.digest
+                     WHERE r.name = $1 AND rb.digest = $2",
+                )
+                .bind(repo)
+                .bind(digest.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some((size, linked)) = row else { return Ok(None) };
+                if linked < sql::unix(stale_before) {
+                    let _w = self.write_guard().await;
+                    // If GC removed the link since the read above, nothing is refreshed
+                    // and the blob is not there any more.
+                    let done = sqlx::query(
+                        "UPDATE repository_blobs SET created_at = $1
+                         WHERE repo_id = (SELECT id FROM repositories WHERE name = $2) AND digest = $3",
+                    )
+                    .bind(sql::now())
+                    .bind(repo)
+                    .bind(digest.to_string())
+                    .execute(&self.pool)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(sql::size_of(size)?))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::ManifestMeta for $store {
+            async fn repository_exists(&self, repo: &str) -> Result<bool> {
+                let row: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+                    .bind(repo)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            async fn put_manifest(
+                &self,
+                repo: &str,
+                manifest: &NewManifest,
+                tags: &[String],
+            ) -> Result<()> {
+                self.put_manifest_engine(repo, manifest, tags, true).await
+            }
+
+            async fn put_cached_manifest(
+                &self,
+                repo: &str,
+                manifest: &NewManifest,
+                tags: &[String],
+            ) -> Result<()> {
+                self.put_manifest_engine(repo, manifest, tags, false).await
+            }
+
+            async fn get_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<ManifestRecord>> {
+                let row: Option<sql::ManifestRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    sql::manifest_columns!(),
+                    " FROM manifests m JOIN repositories r ON r.id = m.repo_id
+                     WHERE r.name = $1 AND m.digest = $2"
+                ))
+                .bind(repo)
+                .bind(digest.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(sql::ManifestRow::record).transpose()
+            }
+
+            async fn resolve_tag(&self, repo: &str, tag: &str) -> Result<Option<ManifestRecord>> {
+                let row: Option<sql::ManifestRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    sql::manifest_columns!(),
+                    " FROM tags t
+                     JOIN repositories r ON r.id = t.repo_id
+                     JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+                     WHERE r.name = $1 AND t.name = $2"
+                ))
+                .bind(repo)
+                .bind(tag)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(sql::ManifestRow::record).transpose()
+            }
+
+            async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<String>>> {
+                self.delete_manifest_engine(repo, digest).await
+            }
+
+            async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query(
+                    "DELETE FROM tags
+                     WHERE repo_id = (SELECT id FROM repositories WHERE name = $1) AND name = $2",
+                )
+                .bind(repo)
+                .bind(tag)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_tags(&self, repo: &str, last: Option<&str>, limit: usize) -> Result<Vec<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repo_id
+                     WHERE r.name = $1 AND t.name > $2 ORDER BY t.name LIMIT $3",
+                )
+                .bind(repo)
+                .bind(last.unwrap_or(""))
+                .bind(sql::limit_of(limit))
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn list_repositories(&self, last: Option<&str>, limit: usize) -> Result<Vec<String>> {
+                Ok(sqlx::query_scalar("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
+                    .bind(last.unwrap_or(""))
+                    .bind(sql::limit_of(limit))
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn referrers(&self, repo: &str, subject: &Digest) -> Result<Vec<ManifestRecord>> {
+                let rows: Vec<sql::ManifestRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    sql::manifest_columns!(),
+                    " FROM manifests m JOIN repositories r ON r.id = m.repo_id
+                     WHERE r.name = $1 AND m.subject = $2 ORDER BY m.digest"
+                ))
+                .bind(repo)
+                .bind(subject.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(sql::ManifestRow::record).collect()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::UploadMeta for $store {
+            async fn create_upload(&self, id: &str, repo: &str) -> Result<()> {
+                let _w = self.write_guard().await;
+                sqlx::query("INSERT INTO uploads (id, repo, created_at) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(repo)
+                    .bind(sql::now())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn upload_repo(&self, id: &str) -> Result<Option<String>> {
+                Ok(sqlx::query_scalar("SELECT repo FROM uploads WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn delete_upload(&self, id: &str) -> Result<()> {
+                let _w = self.write_guard().await;
+                sqlx::query("DELETE FROM uploads WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn uploads_created_before(
+                &self,
+                before: SystemTime,
+                limit: usize,
+            ) -> Result<Vec<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT id FROM uploads WHERE created_at < $1 ORDER BY created_at, id LIMIT $2",
+                )
+                .bind(sql::unix(before))
+                .bind(sql::limit_of(limit))
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn upload_state(&self, id: &str) -> Result<Option<Vec<u8>>> {
+                let state: Option<Option<Vec<u8>>> =
+                    sqlx::query_scalar("SELECT state FROM uploads WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(state.flatten())
+            }
+
+            async fn set_upload_state(&self, id: &str, state: &[u8]) -> Result<()> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("UPDATE uploads SET state = $1 WHERE id = $2")
+                    .bind(state)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(MetaError::UnknownUpload(id.to_string()));
+                }
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::GcMeta for $store {
+            async fn gc_manifests(
+                &self,
+                after: Option<(&str, &Digest)>,
+                limit: usize,
+            ) -> Result<Vec<GcManifest>> {
+                let (after_repo, after_digest) = after
+                    .map(|(r, d)| (r.to_string(), d.to_string()))
+                    .unwrap_or_default();
+                let rows: Vec<(String, String, i64, Option<String>, i64, bool)> = sqlx::query_as(
+                    "SELECT r.name, m.digest, m.size, m.subject, m.created_at,
+                            EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
+                     FROM manifests m JOIN repositories r ON r.id = m.repo_id
+                     WHERE (r.name, m.digest) > ($1, $2)
+                     ORDER BY r.name, m.digest LIMIT $3",
+                )
+                .bind(&after_repo)
+                .bind(&after_digest)
+                .bind(sql::limit_of(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for (repo, digest, size, subject, created_at, tagged) in rows {
+                    out.push(GcManifest {
+                        repo,
+                        digest: sql::parse_digest(digest)?,
+                        size: sql::size_of(size)?,
+                        subject: subject.map(sql::parse_digest).transpose()?,
+                        created_at: sql::from_unix(created_at),
+                        tagged,
+                        children: Vec::new(),
+                        blobs: Vec::new(),
+                    });
+                }
+                let Some(last) = out.last() else {
+                    return Ok(out);
+                };
+                // The references of exactly this page's manifests, in one query.
+                let refs: Vec<(String, String, String, String)> = sqlx::query_as(
+                    "SELECT r.name, mr.parent, mr.child, mr.kind
+                     FROM manifest_references mr JOIN repositories r ON r.id = mr.repo_id
+                     WHERE (r.name, mr.parent) > ($1, $2) AND (r.name, mr.parent) <= ($3, $4)",
+                )
+                .bind(&after_repo)
+                .bind(&after_digest)
+                .bind(&last.repo)
+                .bind(last.digest.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+                let index: std::collections::HashMap<(String, String), usize> = out
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| ((m.repo.clone(), m.digest.to_string()), i))
+                    .collect();
+                for (repo, parent, child, kind) in refs {
+                    let Some(&i) = index.get(&(repo, parent)) else { continue };
+                    let child = sql::parse_digest(child)?;
+                    match kind.as_str() {
+                        "manifest" => out[i].children.push(child),
+                        _ => out[i].blobs.push(child),
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn gc_blobs(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<GcBlob>> {
+                let rows: Vec<(String, i64, i64, Option<String>, Option<i64>)> = sqlx::query_as(
+                    "SELECT b.digest, b.size, b.created_at, r.name, rb.created_at
+                     FROM (SELECT * FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2) b
+                     LEFT JOIN repository_blobs rb ON rb.digest = b.digest
+                     LEFT JOIN repositories r ON r.id = rb.repo_id
+                     ORDER BY b.digest",
+                )
+                .bind(after.map(|d| d.to_string()).unwrap_or_default())
+                .bind(sql::limit_of(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                let mut out: Vec<GcBlob> = Vec::new();
+                for (digest, size, created_at, repo, linked) in rows {
+                    let digest = sql::parse_digest(digest)?;
+                    if out.last().is_none_or(|b| b.digest != digest) {
+                        out.push(GcBlob {
+                            digest,
+                            size: sql::size_of(size)?,
+                            created_at: sql::from_unix(created_at),
+                            links: Vec::new(),
+                        });
+                    }
+                    if let (Some(repo), Some(linked)) = (repo, linked) {
+                        let blob = out.last_mut().expect("pushed above");
+                        blob.links.push((repo, sql::from_unix(linked)));
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn gc_delete_manifest(
+                &self,
+                repo: &str,
+                digest: &Digest,
+                older_than: SystemTime,
+            ) -> Result<bool> {
+                self.gc_delete_manifest_engine(repo, digest, older_than).await
+            }
+
+            async fn gc_unlink_blob(
+                &self,
+                repo: &str,
+                digest: &Digest,
+                older_than: SystemTime,
+            ) -> Result<bool> {
+                self.gc_unlink_blob_engine(repo, digest, older_than).await
+            }
+
+            async fn gc_delete_blob(&self, digest: &Digest, older_than: SystemTime) -> Result<bool> {
+                self.gc_delete_blob_engine(digest, older_than).await
+            }
+
+            async fn digest_in_use(&self, digest: &Digest) -> Result<bool> {
+                Ok(sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = $1)
+                         OR EXISTS (SELECT 1 FROM manifests WHERE digest = $1)",
+                )
+                .bind(digest.to_string())
+                .fetch_one(&self.pool)
+                .await?)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::AdminMeta for $store {
+            async fn put_token_key(&self, kid: &str, algorithm: &str, public_key: &[u8]) -> Result<()> {
+                let _w = self.write_guard().await;
+                sqlx::query(
+                    "INSERT INTO token_keys (kid, algorithm, public_key, created_at)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (kid) DO NOTHING",
+                )
+                .bind(kid)
+                .bind(algorithm)
+                .bind(public_key)
+                .bind(sql::now())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn token_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>> {
+                Ok(sqlx::query_as("SELECT algorithm, public_key FROM token_keys WHERE kid = $1")
+                    .bind(kid)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn agree_key_fingerprint(&self, name: &str, fingerprint: &str) -> Result<String> {
+                let _w = self.write_guard().await;
+                sqlx::query(
+                    "INSERT INTO key_fingerprints (name, fingerprint, created_at)
+                     VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name)
+                .bind(fingerprint)
+                .bind(sql::now())
+                .execute(&self.pool)
+                .await?;
+                Ok(sqlx::query_scalar("SELECT fingerprint FROM key_fingerprints WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn put_external_registry(&self, rec: &ExternalRegistryRecord) -> Result<()> {
+                let _w = self.write_guard().await;
+                sqlx::query(
+                    "INSERT INTO external_registries
+                       (id, name, kind, endpoint, auth_kind, username, secret, insecure, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
+                       endpoint = excluded.endpoint, auth_kind = excluded.auth_kind,
+                       username = excluded.username, secret = excluded.secret,
+                       insecure = excluded.insecure, updated_at = excluded.updated_at",
+                )
+                .bind(&rec.id)
+                .bind(&rec.name)
+                .bind(&rec.kind)
+                .bind(&rec.endpoint)
+                .bind(&rec.auth_kind)
+                .bind(&rec.username)
+                .bind(&rec.secret)
+                .bind(rec.insecure)
+                .bind(rec.created_at)
+                .bind(rec.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn external_registries(&self) -> Result<Vec<ExternalRegistryRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, name, kind, endpoint, auth_kind, username, secret, insecure, created_at, updated_at
+                     FROM external_registries ORDER BY name",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn delete_external_registry(&self, id: &str) -> Result<bool> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("DELETE FROM external_registries WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn put_replication_rule(&self, rule: &ReplicationRuleRecord) -> Result<()> {
+                let _w = self.write_guard().await;
+                sqlx::query(
+                    "INSERT INTO replication_rules (id, name, body, created_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, body = excluded.body",
+                )
+                .bind(&rule.id)
+                .bind(&rule.name)
+                .bind(&rule.body)
+                .bind(rule.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn replication_rules(&self) -> Result<Vec<ReplicationRuleRecord>> {
+                Ok(sqlx::query_as("SELECT id, name, body, created_at FROM replication_rules ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn delete_replication_rule(&self, id: &str) -> Result<bool> {
+                let _w = self.write_guard().await;
+                let done = sqlx::query("DELETE FROM replication_rules WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn proxy_tag_checked(&self, repo: &str, tag: &str) -> Result<Option<i64>> {
+                Ok(sqlx::query_scalar("SELECT checked_at FROM proxy_tags WHERE repository = $1 AND tag = $2")
+                    .bind(repo)
+                    .bind(tag)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn set_proxy_tag_checked(&self, repo: &str, tag: &str, at: i64) -> Result<()> {
+                let _w = self.write_guard().await;
+                sqlx::query(
+                    "INSERT INTO proxy_tags (repository, tag, checked_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (repository, tag) DO UPDATE SET checked_at = excluded.checked_at",
+                )
+                .bind(repo)
+                .bind(tag)
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::ListingMeta for $store {
+            async fn repository_summaries(
+                &self,
+                query: &RepositoryQuery<'_>,
+            ) -> Result<Vec<RepositorySummary>> {
+                let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT r.name,
+                       (SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id),
+                       CAST((SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repo_id = r.id)
+                         + (SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN
+                             (SELECT mr.child FROM manifest_references mr
+                              WHERE mr.repo_id = r.id AND mr.kind = 'blob')) AS BIGINT),
+                       r.created_at,
+                       COALESCE((SELECT MAX(m.created_at) FROM manifests m WHERE m.repo_id = r.id), 0),
+                       COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repo_id = r.id), 0)
+                     FROM repositories r
+                     WHERE r.name > $1 AND (CAST($2 AS TEXT) IS NULL OR r.name = $2)
+                       AND (CAST($3 AS TEXT) IS NULL OR r.name LIKE $3 ESCAPE '\\')
+                     ORDER BY r.name LIMIT $4",
+                )
+                .bind(query.after.unwrap_or(""))
+                .bind(query.name)
+                .bind(query.contains.map(like_contains))
+                .bind(sql::limit_of(query.limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(name, tags, size, created, manifested, tagged)| {
+                        Ok(RepositorySummary {
+                            name,
+                            tag_count: sql::size_of(tags)?,
+                            total_size: sql::size_of(size)?,
+                            last_update: created.max(manifested).max(tagged),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn tag_summaries(&self, query: &TagQuery<'_>) -> Result<Vec<TagSummary>> {
+                let (after_repo, after_tag) = query.after.unwrap_or(("", ""));
+                let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+                    "SELECT r.name, t.name, t.digest, m.media_type, m.size, t.updated_at
+                     FROM tags t
+                     JOIN repositories r ON r.id = t.repo_id
+                     JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+                     WHERE (CAST($1 AS TEXT) IS NULL OR r.name = $1)
+                       AND (CAST($2 AS TEXT) IS NULL OR t.name = $2)
+                       AND (CAST($3 AS TEXT) IS NULL OR (r.name || ':' || t.name) LIKE $3 ESCAPE '\\')
+                       AND (r.name > $4 OR (r.name = $4 AND t.name > $5))
+                     ORDER BY r.name, t.name LIMIT $6",
+                )
+                .bind(query.repository)
+                .bind(query.tag)
+                .bind(query.contains.map(like_contains))
+                .bind(after_repo)
+                .bind(after_tag)
+                .bind(sql::limit_of(query.limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(repository, tag, digest, media_type, size, updated_at)| {
+                        Ok(TagSummary {
+                            repository,
+                            tag,
+                            digest: sql::parse_digest(digest)?,
+                            media_type,
+                            size: sql::size_of(size)?,
+                            updated_at,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn delete_repository(&self, repo: &str) -> Result<Option<RemovedRepository>> {
+                self.delete_repository_engine(repo).await
+            }
+
+            async fn storage_stats(&self) -> Result<StorageStats> {
+                let (blobs, bytes, uploads): (i64, i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT COUNT(*) FROM blobs),
+                            CAST((SELECT COALESCE(SUM(size), 0) FROM blobs)
+                              + (SELECT COALESCE(SUM(size), 0) FROM
+                                  (SELECT DISTINCT digest, size FROM manifests) AS d) AS BIGINT),
+                            (SELECT COUNT(*) FROM uploads)",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(StorageStats {
+                    blobs: sql::size_of(blobs)?,
+                    bytes: sql::size_of(bytes)?,
+                    upload_sessions: sql::size_of(uploads)?,
+                })
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::MetaStore for $store {
+            async fn close(&self) {
+                self.close_engine().await
+            }
+        }
+    };
+}
+pub(crate) use meta_store;
