@@ -2,20 +2,31 @@
 //! once (`$1`…`$n` placeholders, which both engines accept; `CAST` rather than `::`), the
 //! row mappers and value conversions, and the trait impls around them.
 //!
-//! [`meta_store!`] stamps the impls of every metadata trait out for one engine's store. A
-//! store provides a `pool` field and, as inherent methods:
-//! - `write_guard()`: held around each write (SQLite's single-writer mutex; nothing on
-//!   PostgreSQL, which relies on the database);
-//! - the operations whose semantics differ between engines (row locks, retries, the
-//!   lock-then-delete of GC): `link_blob_engine`, `put_manifest_engine`,
-//!   `delete_manifest_engine`, `gc_delete_manifest_engine`, `gc_unlink_blob_engine`,
-//!   `gc_delete_blob_engine`, `delete_repository_engine`, `close_engine`.
+//! [`meta_store!`] stamps the impls of every metadata trait out for one engine's store; the
+//! two invocations at the end of this file are the whole difference between the engines:
+//! - the store's `write_lock`: SQLite's single-writer mutex, held around every write and
+//!   transaction; none on PostgreSQL, which relies on the database;
+//! - the lock clauses (`FOR KEY SHARE`, `FOR UPDATE`, `FOR UPDATE OF m|rb` on PostgreSQL,
+//!   nothing on SQLite, whose writers are serialized);
+//! - how a list of digests is bound: `= ANY($n)` of an array on PostgreSQL, `json_each($n)`
+//!   of a JSON array on SQLite.
+//!
+//! Every transaction is retried when PostgreSQL aborts it as a deadlock victim or for a
+//! serialization failure ([`crate::postgres::retryable`]; SQLite never reports those).
+//!
+//! Every multi-statement write is written in PostgreSQL's shape (rows it depends on locked
+//! until commit, GC's deletes as lock-then-delete; see [`crate::postgres`]), which on SQLite
+//! is the same transaction without the lock clauses.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oci_core::Digest;
 
-use crate::{ManifestRecord, MetaError, Result};
+use crate::{
+    ExternalRegistryRecord, GcBlob, GcManifest, ManifestRecord, MetaError, NewManifest,
+    RemovedRepository, ReplicationRuleRecord, RepositoryQuery, RepositorySummary, Result,
+    StorageStats, TagQuery, TagSummary, like_contains,
+};
 
 /// Now, in whole seconds since the epoch.
 pub(crate) fn now() -> i64 {
@@ -61,7 +72,6 @@ macro_rules! manifest_columns {
         "m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations"
     };
 }
-pub(crate) use manifest_columns;
 
 /// A `manifests` row ([`manifest_columns!`]).
 #[derive(sqlx::FromRow)]
@@ -88,13 +98,430 @@ impl ManifestRow {
     }
 }
 
+/// How often a transaction aborted by a deadlock or serialization failure is tried.
+pub(crate) const ATTEMPTS: usize = 5;
+
+/// Run `$body` (an async expression using the transaction `$tx`) in a transaction, under
+/// the store's write lock if it has one, again when PostgreSQL aborts it as a deadlock
+/// victim or for a serialization failure.
+macro_rules! in_transaction {
+    ($self:ident, $what:literal, |$tx:ident| $body:expr) => {{
+        let _w = $self.write_guard().await;
+        let mut attempt = 1;
+        loop {
+            let mut $tx = $self.pool.begin().await?;
+            let result = match $body.await {
+                Ok(v) => $tx.commit().await.map(|()| v).map_err(MetaError::from),
+                Err(e) => {
+                    // Roll back now rather than on drop, freeing the locks before a retry.
+                    let _ = $tx.rollback().await;
+                    Err(e)
+                }
+            };
+            match result {
+                Err(e) if attempt < ATTEMPTS && crate::postgres::retryable(&e) => {
+                    tracing::debug!(operation = $what, attempt, error = %e, "retrying metadata transaction");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
 /// The impls of every metadata trait for `$store` (see the module documentation).
 macro_rules! meta_store {
-    ($store:ty) => {
+    (
+        $store:ty,
+        db = $db:ty,
+        list = $list:path,
+        key_share = $key_share:literal,
+        for_update = $for_update:literal,
+        for_update_of_m = $for_update_of_m:literal,
+        for_update_of_rb = $for_update_of_rb:literal,
+        in_list = $in_list:literal,
+        refs_from = $refs_from:literal $(,)?
+    ) => {
+        /// The transactional writes, in one shape for both engines.
+        impl $store {
+            /// Held around each write when the engine has one writer at a time.
+            async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+                match &self.write_lock {
+                    Some(lock) => Some(lock.lock().await),
+                    None => None,
+                }
+            }
+
+            /// A list of digests (or kinds) as the engine binds it.
+            fn text_list(items: &[String]) -> impl sqlx::Encode<'static, $db> + sqlx::Type<$db> + Send + use<> {
+                $list(items)
+            }
+
+            /// The repository's id, created if needed, held (`FOR KEY SHARE`) until commit.
+            async fn ensure_repo(tx: &mut sqlx::Transaction<'static, $db>, repo: &str, t: i64) -> Result<i64> {
+                loop {
+                    sqlx::query(
+                        "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                    )
+                    .bind(repo)
+                    .bind(t)
+                    .execute(&mut **tx)
+                    .await?;
+                    let id: Option<i64> =
+                        sqlx::query_scalar(concat!("SELECT id FROM repositories WHERE name = $1", $key_share))
+                            .bind(repo)
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                    match id {
+                        Some(id) => return Ok(id),
+                        None => tracing::debug!(repo, "repository deleted concurrently; creating it again"),
+                    }
+                }
+            }
+
+            async fn link_blob_tx(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                repo: &str,
+                digest: &str,
+                size: u64,
+            ) -> Result<()> {
+                let t = now();
+                let repo_id = Self::ensure_repo(tx, repo, t).await?;
+                // The blob row, held until commit: `gc_delete_blob` (which locks it FOR
+                // UPDATE) then waits for us and sees our link, or has already deleted the
+                // row, which we then insert again.
+                loop {
+                    sqlx::query(
+                        "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING",
+                    )
+                    .bind(digest)
+                    .bind(db_size(size)?)
+                    .bind(t)
+                    .execute(&mut **tx)
+                    .await?;
+                    let present: Option<i64> =
+                        sqlx::query_scalar(concat!("SELECT size FROM blobs WHERE digest = $1", $key_share))
+                            .bind(digest)
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                    if present.is_some() {
+                        break;
+                    }
+                    tracing::debug!(digest, "blob row deleted concurrently; recording it again");
+                }
+                // Re-linking refreshes the link's timestamp: garbage collection's grace counts
+                // from the last time a client asserted the blob.
+                sqlx::query(
+                    "INSERT INTO repository_blobs (repo_id, digest, created_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (repo_id, digest) DO UPDATE SET created_at = excluded.created_at",
+                )
+                .bind(repo_id)
+                .bind(digest)
+                .bind(t)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn put_manifest_tx(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                repo: &str,
+                manifest: &NewManifest,
+                tags: &[String],
+                check_references: bool,
+            ) -> Result<()> {
+                let t = now();
+                let rec = &manifest.record;
+                let digest = rec.digest.to_string();
+                let repo_id = Self::ensure_repo(tx, repo, t).await?;
+                // An upsert: it locks the row (or inserts it) so a concurrent delete of the
+                // same manifest (client or GC) cannot remove it before the tags below point at
+                // it. Pushing a manifest again refreshes its timestamp (garbage collection's
+                // grace) and keeps the first push's other values.
+                sqlx::query(
+                    "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, annotations, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (repo_id, digest) DO UPDATE SET created_at = excluded.created_at",
+                )
+                .bind(repo_id)
+                .bind(&digest)
+                .bind(&rec.media_type)
+                .bind(db_size(rec.size)?)
+                .bind(&rec.artifact_type)
+                .bind(rec.subject.as_ref().map(|s| s.to_string()))
+                .bind(&rec.annotations)
+                .bind(t)
+                .execute(&mut **tx)
+                .await?;
+                // The references must still be there; the lock keeps them until commit (an
+                // unlink or delete waits for us and happens after).
+                let blobs: Vec<String> = manifest.blobs.iter().map(Digest::to_string).collect();
+                let linked: Vec<String> = sqlx::query_scalar(concat!(
+                    "SELECT digest FROM repository_blobs WHERE repo_id = $1 AND digest ",
+                    $in_list,
+                    " ORDER BY digest",
+                    $key_share
+                ))
+                .bind(repo_id)
+                .bind(Self::text_list(&blobs))
+                .fetch_all(&mut **tx)
+                .await?;
+                if let Some(i) = blobs.iter().position(|d| !linked.contains(d))
+                    && check_references
+                {
+                    return Err(MetaError::MissingReference(manifest.blobs[i].clone()));
+                }
+                let children: Vec<String> = manifest.children.iter().map(Digest::to_string).collect();
+                let present: Vec<String> = sqlx::query_scalar(concat!(
+                    "SELECT digest FROM manifests WHERE repo_id = $1 AND digest ",
+                    $in_list,
+                    " ORDER BY digest",
+                    $key_share
+                ))
+                .bind(repo_id)
+                .bind(Self::text_list(&children))
+                .fetch_all(&mut **tx)
+                .await?;
+                if let Some(i) = children.iter().position(|d| !present.contains(d))
+                    && check_references
+                {
+                    return Err(MetaError::MissingReference(manifest.children[i].clone()));
+                }
+                let kinds: Vec<String> = blobs
+                    .iter()
+                    .map(|_| "blob".to_string())
+                    .chain(children.iter().map(|_| "manifest".to_string()))
+                    .collect();
+                let refs: Vec<String> = blobs.iter().chain(children.iter()).cloned().collect();
+                sqlx::query(concat!(
+                    "INSERT INTO manifest_references (repo_id, parent, child, kind)
+                     SELECT $1, $2, r.child, r.kind FROM ",
+                    $refs_from,
+                    " WHERE true ON CONFLICT DO NOTHING"
+                ))
+                .bind(repo_id)
+                .bind(&digest)
+                .bind(Self::text_list(&refs))
+                .bind(Self::text_list(&kinds))
+                .execute(&mut **tx)
+                .await?;
+                // Tags in one order in every transaction, so two pushes moving the same tags
+                // cannot deadlock on them.
+                let mut tags: Vec<&String> = tags.iter().collect();
+                tags.sort();
+                tags.dedup();
+                for tag in tags {
+                    sqlx::query(
+                        "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                    )
+                    .bind(repo_id)
+                    .bind(tag)
+                    .bind(&digest)
+                    .bind(t)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            async fn delete_manifest_tx(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                repo: &str,
+                digest: &str,
+            ) -> Result<Option<Vec<String>>> {
+                // Lock the manifest first: a concurrent push pointing a tag at it waits until
+                // we are done.
+                let repo_id: Option<i64> = sqlx::query_scalar(concat!(
+                    "SELECT m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id
+                     WHERE r.name = $1 AND m.digest = $2",
+                    $for_update_of_m
+                ))
+                .bind(repo)
+                .bind(digest)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(repo_id) = repo_id else { return Ok(None) };
+                let mut tags: Vec<String> =
+                    sqlx::query_scalar("DELETE FROM tags WHERE repo_id = $1 AND digest = $2 RETURNING name")
+                        .bind(repo_id)
+                        .bind(digest)
+                        .fetch_all(&mut **tx)
+                        .await?;
+                tags.sort();
+                // References go with the manifest (ON DELETE CASCADE).
+                let done = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+                    .bind(repo_id)
+                    .bind(digest)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok((done.rows_affected() > 0).then_some(tags))
+            }
+
+            /// GC's conditional delete: lock the row (`lock` finds its repository id), then
+            /// `delete` it in a second statement whose fresh snapshot re-checks the condition.
+            async fn lock_then_delete(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                lock: &'static str,
+                delete: &'static str,
+                repo: &str,
+                digest: &str,
+                older_than: i64,
+            ) -> Result<bool> {
+                let repo_id: Option<i64> = sqlx::query_scalar(lock)
+                    .bind(repo)
+                    .bind(digest)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let Some(repo_id) = repo_id else { return Ok(false) };
+                let done = sqlx::query(delete)
+                    .bind(repo_id)
+                    .bind(digest)
+                    .bind(older_than)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn gc_delete_manifest_tx(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                repo: &str,
+                digest: &str,
+                older_than: i64,
+            ) -> Result<bool> {
+                // A referrer whose subject is pushed concurrently may still go: that is the
+                // order "GC, then push".
+                Self::lock_then_delete(
+                    tx,
+                    concat!(
+                        "SELECT m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id
+                         WHERE r.name = $1 AND m.digest = $2",
+                        $for_update_of_m
+                    ),
+                    "DELETE FROM manifests AS m
+                     WHERE m.repo_id = $1 AND m.digest = $2
+                       AND m.created_at < $3
+                       AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
+                       AND NOT EXISTS (SELECT 1 FROM manifest_references mr
+                                       WHERE mr.repo_id = m.repo_id AND mr.child = m.digest)
+                       AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s
+                                                             WHERE s.repo_id = m.repo_id AND s.digest = m.subject))",
+                    repo,
+                    digest,
+                    older_than,
+                )
+                .await
+            }
+
+            async fn gc_unlink_blob_tx(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                repo: &str,
+                digest: &str,
+                older_than: i64,
+            ) -> Result<bool> {
+                Self::lock_then_delete(
+                    tx,
+                    concat!(
+                        "SELECT rb.repo_id FROM repository_blobs rb JOIN repositories r ON r.id = rb.repo_id
+                         WHERE r.name = $1 AND rb.digest = $2",
+                        $for_update_of_rb
+                    ),
+                    "DELETE FROM repository_blobs AS rb
+                     WHERE rb.repo_id = $1 AND rb.digest = $2
+                       AND rb.created_at < $3
+                       AND NOT EXISTS (SELECT 1 FROM manifest_references mr
+                                       WHERE mr.repo_id = rb.repo_id AND mr.child = rb.digest)",
+                    repo,
+                    digest,
+                    older_than,
+                )
+                .await
+            }
+
+            async fn gc_delete_blob_tx(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                digest: &str,
+                older_than: i64,
+            ) -> Result<bool> {
+                let locked: Option<i64> =
+                    sqlx::query_scalar(concat!("SELECT size FROM blobs WHERE digest = $1", $for_update))
+                        .bind(digest)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                if locked.is_none() {
+                    return Ok(false);
+                }
+                let done = sqlx::query(
+                    "DELETE FROM blobs AS b
+                     WHERE b.digest = $1 AND b.created_at < $2
+                       AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)",
+                )
+                .bind(digest)
+                .bind(older_than)
+                .execute(&mut **tx)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_repository_tx(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                repo: &str,
+            ) -> Result<Option<RemovedRepository>> {
+                let repo_id: Option<i64> =
+                    sqlx::query_scalar(concat!("SELECT id FROM repositories WHERE name = $1", $for_update))
+                        .bind(repo)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                let Some(repo_id) = repo_id else { return Ok(None) };
+                let tags: Vec<String> =
+                    sqlx::query_scalar("SELECT name FROM tags WHERE repo_id = $1 ORDER BY name")
+                        .bind(repo_id)
+                        .fetch_all(&mut **tx)
+                        .await?;
+                let manifests = sqlx::query_as::<_, ManifestRow>(concat!(
+                    "SELECT ",
+                    manifest_columns!(),
+                    " FROM manifests m WHERE m.repo_id = $1 ORDER BY m.digest"
+                ))
+                .bind(repo_id)
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(ManifestRow::record)
+                .collect::<Result<Vec<_>>>()?;
+                for statement in [
+                    "DELETE FROM tags WHERE repo_id = $1",
+                    "DELETE FROM manifest_references WHERE repo_id = $1",
+                    "DELETE FROM manifests WHERE repo_id = $1",
+                ] {
+                    sqlx::query(statement)
+                        .bind(repo_id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                let blob_links = sqlx::query("DELETE FROM repository_blobs WHERE repo_id = $1")
+                    .bind(repo_id)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM repositories WHERE id = $1")
+                    .bind(repo_id)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(Some(RemovedRepository {
+                    tags,
+                    manifests,
+                    blob_links,
+                }))
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::BlobMeta for $store {
             async fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<()> {
-                self.link_blob_engine(repo, digest, size).await
+                let digest = digest.to_string();
+                in_transaction!(self, "link_blob", |tx| Self::link_blob_tx(&mut tx, repo, &digest, size))
             }
 
             async fn repo_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
@@ -108,7 +535,7 @@ macro_rules! meta_store {
                 .bind(digest.to_string())
                 .fetch_optional(&self.pool)
                 .await?;
-                size.map(sql::size_of).transpose()
+                size.map(size_of).transpose()
             }
 
             async fn any_blob(&self, digest: &Digest) -> Result<Option<u64>> {
@@ -116,7 +543,7 @@ macro_rules! meta_store {
                     .bind(digest.to_string())
                     .fetch_optional(&self.pool)
                     .await?;
-                size.map(sql::size_of).transpose()
+                size.map(size_of).transpose()
             }
 
             async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
@@ -149,7 +576,7 @@ macro_rules! meta_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 let Some((size, linked)) = row else { return Ok(None) };
-                if linked < sql::unix(stale_before) {
+                if linked < unix(stale_before) {
                     let _w = self.write_guard().await;
                     // If GC removed the link since the read above, nothing is refreshed
                     // and the blob is not there any more.
@@ -157,7 +584,7 @@ macro_rules! meta_store {
                         "UPDATE repository_blobs SET created_at = $1
                          WHERE repo_id = (SELECT id FROM repositories WHERE name = $2) AND digest = $3",
                     )
-                    .bind(sql::now())
+                    .bind(now())
                     .bind(repo)
                     .bind(digest.to_string())
                     .execute(&self.pool)
@@ -166,7 +593,7 @@ macro_rules! meta_store {
                         return Ok(None);
                     }
                 }
-                Ok(Some(sql::size_of(size)?))
+                Ok(Some(size_of(size)?))
             }
         }
 
@@ -186,7 +613,7 @@ macro_rules! meta_store {
                 manifest: &NewManifest,
                 tags: &[String],
             ) -> Result<()> {
-                self.put_manifest_engine(repo, manifest, tags, true).await
+                in_transaction!(self, "put_manifest", |tx| Self::put_manifest_tx(&mut tx, repo, manifest, tags, true))
             }
 
             async fn put_cached_manifest(
@@ -195,13 +622,13 @@ macro_rules! meta_store {
                 manifest: &NewManifest,
                 tags: &[String],
             ) -> Result<()> {
-                self.put_manifest_engine(repo, manifest, tags, false).await
+                in_transaction!(self, "put_cached_manifest", |tx| Self::put_manifest_tx(&mut tx, repo, manifest, tags, false))
             }
 
             async fn get_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<ManifestRecord>> {
-                let row: Option<sql::ManifestRow> = sqlx::query_as(concat!(
+                let row: Option<ManifestRow> = sqlx::query_as(concat!(
                     "SELECT ",
-                    sql::manifest_columns!(),
+                    manifest_columns!(),
                     " FROM manifests m JOIN repositories r ON r.id = m.repo_id
                      WHERE r.name = $1 AND m.digest = $2"
                 ))
@@ -209,13 +636,13 @@ macro_rules! meta_store {
                 .bind(digest.to_string())
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(sql::ManifestRow::record).transpose()
+                row.map(ManifestRow::record).transpose()
             }
 
             async fn resolve_tag(&self, repo: &str, tag: &str) -> Result<Option<ManifestRecord>> {
-                let row: Option<sql::ManifestRow> = sqlx::query_as(concat!(
+                let row: Option<ManifestRow> = sqlx::query_as(concat!(
                     "SELECT ",
-                    sql::manifest_columns!(),
+                    manifest_columns!(),
                     " FROM tags t
                      JOIN repositories r ON r.id = t.repo_id
                      JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
@@ -225,11 +652,12 @@ macro_rules! meta_store {
                 .bind(tag)
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(sql::ManifestRow::record).transpose()
+                row.map(ManifestRow::record).transpose()
             }
 
             async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<String>>> {
-                self.delete_manifest_engine(repo, digest).await
+                let digest = digest.to_string();
+                in_transaction!(self, "delete_manifest", |tx| Self::delete_manifest_tx(&mut tx, repo, &digest))
             }
 
             async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
@@ -252,7 +680,7 @@ macro_rules! meta_store {
                 )
                 .bind(repo)
                 .bind(last.unwrap_or(""))
-                .bind(sql::limit_of(limit))
+                .bind(limit_of(limit))
                 .fetch_all(&self.pool)
                 .await?)
             }
@@ -260,15 +688,15 @@ macro_rules! meta_store {
             async fn list_repositories(&self, last: Option<&str>, limit: usize) -> Result<Vec<String>> {
                 Ok(sqlx::query_scalar("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
                     .bind(last.unwrap_or(""))
-                    .bind(sql::limit_of(limit))
+                    .bind(limit_of(limit))
                     .fetch_all(&self.pool)
                     .await?)
             }
 
             async fn referrers(&self, repo: &str, subject: &Digest) -> Result<Vec<ManifestRecord>> {
-                let rows: Vec<sql::ManifestRow> = sqlx::query_as(concat!(
+                let rows: Vec<ManifestRow> = sqlx::query_as(concat!(
                     "SELECT ",
-                    sql::manifest_columns!(),
+                    manifest_columns!(),
                     " FROM manifests m JOIN repositories r ON r.id = m.repo_id
                      WHERE r.name = $1 AND m.subject = $2 ORDER BY m.digest"
                 ))
@@ -276,7 +704,7 @@ macro_rules! meta_store {
                 .bind(subject.to_string())
                 .fetch_all(&self.pool)
                 .await?;
-                rows.into_iter().map(sql::ManifestRow::record).collect()
+                rows.into_iter().map(ManifestRow::record).collect()
             }
         }
 
@@ -287,7 +715,7 @@ macro_rules! meta_store {
                 sqlx::query("INSERT INTO uploads (id, repo, created_at) VALUES ($1, $2, $3)")
                     .bind(id)
                     .bind(repo)
-                    .bind(sql::now())
+                    .bind(now())
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -317,8 +745,8 @@ macro_rules! meta_store {
                 Ok(sqlx::query_scalar(
                     "SELECT id FROM uploads WHERE created_at < $1 ORDER BY created_at, id LIMIT $2",
                 )
-                .bind(sql::unix(before))
-                .bind(sql::limit_of(limit))
+                .bind(unix(before))
+                .bind(limit_of(limit))
                 .fetch_all(&self.pool)
                 .await?)
             }
@@ -365,17 +793,17 @@ macro_rules! meta_store {
                 )
                 .bind(&after_repo)
                 .bind(&after_digest)
-                .bind(sql::limit_of(limit))
+                .bind(limit_of(limit))
                 .fetch_all(&self.pool)
                 .await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for (repo, digest, size, subject, created_at, tagged) in rows {
                     out.push(GcManifest {
                         repo,
-                        digest: sql::parse_digest(digest)?,
-                        size: sql::size_of(size)?,
-                        subject: subject.map(sql::parse_digest).transpose()?,
-                        created_at: sql::from_unix(created_at),
+                        digest: parse_digest(digest)?,
+                        size: size_of(size)?,
+                        subject: subject.map(parse_digest).transpose()?,
+                        created_at: from_unix(created_at),
                         tagged,
                         children: Vec::new(),
                         blobs: Vec::new(),
@@ -403,7 +831,7 @@ macro_rules! meta_store {
                     .collect();
                 for (repo, parent, child, kind) in refs {
                     let Some(&i) = index.get(&(repo, parent)) else { continue };
-                    let child = sql::parse_digest(child)?;
+                    let child = parse_digest(child)?;
                     match kind.as_str() {
                         "manifest" => out[i].children.push(child),
                         _ => out[i].blobs.push(child),
@@ -421,23 +849,23 @@ macro_rules! meta_store {
                      ORDER BY b.digest",
                 )
                 .bind(after.map(|d| d.to_string()).unwrap_or_default())
-                .bind(sql::limit_of(limit))
+                .bind(limit_of(limit))
                 .fetch_all(&self.pool)
                 .await?;
                 let mut out: Vec<GcBlob> = Vec::new();
                 for (digest, size, created_at, repo, linked) in rows {
-                    let digest = sql::parse_digest(digest)?;
+                    let digest = parse_digest(digest)?;
                     if out.last().is_none_or(|b| b.digest != digest) {
                         out.push(GcBlob {
                             digest,
-                            size: sql::size_of(size)?,
-                            created_at: sql::from_unix(created_at),
+                            size: size_of(size)?,
+                            created_at: from_unix(created_at),
                             links: Vec::new(),
                         });
                     }
                     if let (Some(repo), Some(linked)) = (repo, linked) {
                         let blob = out.last_mut().expect("pushed above");
-                        blob.links.push((repo, sql::from_unix(linked)));
+                        blob.links.push((repo, from_unix(linked)));
                     }
                 }
                 Ok(out)
@@ -449,7 +877,8 @@ macro_rules! meta_store {
                 digest: &Digest,
                 older_than: SystemTime,
             ) -> Result<bool> {
-                self.gc_delete_manifest_engine(repo, digest, older_than).await
+                let (digest, older_than) = (digest.to_string(), unix(older_than));
+                in_transaction!(self, "gc_delete_manifest", |tx| Self::gc_delete_manifest_tx(&mut tx, repo, &digest, older_than))
             }
 
             async fn gc_unlink_blob(
@@ -458,11 +887,13 @@ macro_rules! meta_store {
                 digest: &Digest,
                 older_than: SystemTime,
             ) -> Result<bool> {
-                self.gc_unlink_blob_engine(repo, digest, older_than).await
+                let (digest, older_than) = (digest.to_string(), unix(older_than));
+                in_transaction!(self, "gc_unlink_blob", |tx| Self::gc_unlink_blob_tx(&mut tx, repo, &digest, older_than))
             }
 
             async fn gc_delete_blob(&self, digest: &Digest, older_than: SystemTime) -> Result<bool> {
-                self.gc_delete_blob_engine(digest, older_than).await
+                let (digest, older_than) = (digest.to_string(), unix(older_than));
+                in_transaction!(self, "gc_delete_blob", |tx| Self::gc_delete_blob_tx(&mut tx, &digest, older_than))
             }
 
             async fn digest_in_use(&self, digest: &Digest) -> Result<bool> {
@@ -487,7 +918,7 @@ macro_rules! meta_store {
                 .bind(kid)
                 .bind(algorithm)
                 .bind(public_key)
-                .bind(sql::now())
+                .bind(now())
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -508,7 +939,7 @@ macro_rules! meta_store {
                 )
                 .bind(name)
                 .bind(fingerprint)
-                .bind(sql::now())
+                .bind(now())
                 .execute(&self.pool)
                 .await?;
                 Ok(sqlx::query_scalar("SELECT fingerprint FROM key_fingerprints WHERE name = $1")
@@ -638,15 +1069,15 @@ macro_rules! meta_store {
                 .bind(query.after.unwrap_or(""))
                 .bind(query.name)
                 .bind(query.contains.map(like_contains))
-                .bind(sql::limit_of(query.limit))
+                .bind(limit_of(query.limit))
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter()
                     .map(|(name, tags, size, created, manifested, tagged)| {
                         Ok(RepositorySummary {
                             name,
-                            tag_count: sql::size_of(tags)?,
-                            total_size: sql::size_of(size)?,
+                            tag_count: size_of(tags)?,
+                            total_size: size_of(size)?,
                             last_update: created.max(manifested).max(tagged),
                         })
                     })
@@ -671,7 +1102,7 @@ macro_rules! meta_store {
                 .bind(query.contains.map(like_contains))
                 .bind(after_repo)
                 .bind(after_tag)
-                .bind(sql::limit_of(query.limit))
+                .bind(limit_of(query.limit))
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter()
@@ -679,9 +1110,9 @@ macro_rules! meta_store {
                         Ok(TagSummary {
                             repository,
                             tag,
-                            digest: sql::parse_digest(digest)?,
+                            digest: parse_digest(digest)?,
                             media_type,
-                            size: sql::size_of(size)?,
+                            size: size_of(size)?,
                             updated_at,
                         })
                     })
@@ -689,7 +1120,7 @@ macro_rules! meta_store {
             }
 
             async fn delete_repository(&self, repo: &str) -> Result<Option<RemovedRepository>> {
-                self.delete_repository_engine(repo).await
+                in_transaction!(self, "delete_repository", |tx| Self::delete_repository_tx(&mut tx, repo))
             }
 
             async fn storage_stats(&self) -> Result<StorageStats> {
@@ -703,9 +1134,9 @@ macro_rules! meta_store {
                 .fetch_one(&self.pool)
                 .await?;
                 Ok(StorageStats {
-                    blobs: sql::size_of(blobs)?,
-                    bytes: sql::size_of(bytes)?,
-                    upload_sessions: sql::size_of(uploads)?,
+                    blobs: size_of(blobs)?,
+                    bytes: size_of(bytes)?,
+                    upload_sessions: size_of(uploads)?,
                 })
             }
         }
@@ -713,9 +1144,33 @@ macro_rules! meta_store {
         #[async_trait::async_trait]
         impl $crate::MetaStore for $store {
             async fn close(&self) {
-                self.close_engine().await
+                // SQLite: flushes the WAL.
+                self.pool.close().await;
             }
         }
     };
 }
-pub(crate) use meta_store;
+
+meta_store!(
+    crate::sqlite::SqliteMeta,
+    db = sqlx::Sqlite,
+    list = crate::sqlite::json_list,
+    key_share = "",
+    for_update = "",
+    for_update_of_m = "",
+    for_update_of_rb = "",
+    in_list = "IN (SELECT value FROM json_each($2))",
+    refs_from = "(SELECT c.value AS child, k.value AS kind FROM json_each($3) c JOIN json_each($4) k ON k.key = c.key) AS r",
+);
+
+meta_store!(
+    crate::postgres::PgMeta,
+    db = sqlx::Postgres,
+    list = crate::postgres::array_list,
+    key_share = " FOR KEY SHARE",
+    for_update = " FOR UPDATE",
+    for_update_of_m = " FOR UPDATE OF m",
+    for_update_of_rb = " FOR UPDATE OF rb",
+    in_list = "= ANY($2)",
+    refs_from = "UNNEST(CAST($3 AS TEXT[]), CAST($4 AS TEXT[])) AS r(child, kind)",
+);
