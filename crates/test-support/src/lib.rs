@@ -90,7 +90,9 @@ pub fn hyperregistry_bin() -> PathBuf {
 /// A registry process on a loopback port.
 pub struct Registry {
     child: Child,
+    /// The loopback port it listens on.
     pub port: u16,
+    /// Its data directory (removed on drop).
     pub dir: tempfile::TempDir,
 }
 
@@ -193,10 +195,12 @@ impl Hb {
         }
     }
 
+    /// The store directory it passes as `--root`.
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("store")
     }
 
+    /// The credentials file it passes as `--authfile`.
     pub fn authfile(&self) -> PathBuf {
         self.dir.path().join("auth.json")
     }
@@ -206,6 +210,7 @@ impl Hb {
         self.run_stdin(args, None)
     }
 
+    /// Run hyperbuild with `stdin` on its standard input; the output whatever the status.
     pub fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut child = Command::new(workspace_bin("hyperbuild"))
             .arg("--root")
@@ -532,11 +537,14 @@ pub fn blob_sha256(registry_host: &str, repo: &str, digest: &oci_core::Digest) -
 /// A TCP proxy to a local port that cuts one connection once a byte count is crossed
 /// (client→server with `cut_up`, server→client with `cut_down`).
 pub struct FaultProxy {
+    /// The loopback port clients connect to.
     pub port: u16,
+    /// How many connections it has cut so far.
     pub cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FaultProxy {
+    /// Listen on a fresh port, forwarding to `target` and cutting as configured.
     pub fn start(target: u16, cut_up: Option<u64>, cut_down: Option<u64>) -> FaultProxy {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
