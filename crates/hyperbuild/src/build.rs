@@ -186,11 +186,7 @@ pub async fn build(ctx: &Ctx, args: &BuildArgs) -> anyhow::Result<()> {
             build_args,
             target,
             labels,
-            platform: (
-                host.os.clone(),
-                host.architecture.clone(),
-                host.variant.clone(),
-            ),
+            platform: host.clone(),
             network,
             secrets,
             resolve_image: &resolve,

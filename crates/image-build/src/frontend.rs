@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use dockerfile::{
-    CommandLine, Dockerfile, Healthcheck, Instruction, MountType, NetworkMode, PortSpec,
-    Stage as DStage,
+    CommandLine, Dockerfile, Healthcheck, Instruction, MountType, NetworkMode, PROXY_ARGS,
+    PortSpec, Stage as DStage,
 };
 use oci_core::{Descriptor, Digest};
 use serde_json::{Value, json};
@@ -38,7 +38,7 @@ pub struct BuildRequest<'a> {
     /// `--label` values.
     pub labels: BTreeMap<String, String>,
     /// Target platform: os, architecture, variant.
-    pub platform: (String, String, Option<String>),
+    pub platform: oci_core::Platform,
     /// Default network of RUN steps (`--network`).
     pub network: Network,
     /// `--secret id=...,src=...`.
@@ -88,24 +88,16 @@ pub enum FrontendError {
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Proxy build args: predefined, usable without ARG, never recorded in history.
-const PROXY_ARGS: [&str; 8] = [
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-];
-
 /// Build the target stage of `req.dockerfile`.
 pub fn build(builder: &Builder, req: &BuildRequest<'_>) -> Result<BuildResult, FrontendError> {
     let df = req.dockerfile;
     let esc = df.escape();
     // Global ARGs (before the first FROM): usable in FROM lines.
-    let mut globals: BTreeMap<String, String> = platform_args(&req.platform);
+    // This builder does not cross-build: the build platform is the target platform.
+    let mut globals: BTreeMap<String, String> =
+        dockerfile::platform_args(&req.platform, &req.platform)
+            .into_iter()
+            .collect();
     for a in &df.global_args {
         let value = match req.build_args.get(&a.name) {
             Some(v) => Some(v.clone()),
@@ -269,26 +261,6 @@ fn expand_words(
     dockerfile::expand_words(word, &|k: &str| vars.get(k).cloned(), esc)
 }
 
-/// TARGETPLATFORM and friends (build = target: this builder does not cross-build).
-fn platform_args(p: &(String, String, Option<String>)) -> BTreeMap<String, String> {
-    let (os, arch, variant) = p;
-    let platform = match variant {
-        Some(v) => format!("{os}/{arch}/{v}"),
-        None => format!("{os}/{arch}"),
-    };
-    let mut m = BTreeMap::new();
-    for prefix in ["TARGET", "BUILD"] {
-        m.insert(format!("{prefix}PLATFORM"), platform.clone());
-        m.insert(format!("{prefix}OS"), os.clone());
-        m.insert(format!("{prefix}ARCH"), arch.clone());
-        m.insert(
-            format!("{prefix}VARIANT"),
-            variant.clone().unwrap_or_default(),
-        );
-    }
-    m
-}
-
 fn labels_of(image: &mut Image) -> &mut serde_json::Map<String, Value> {
     image.runtime_map("Labels")
 }
@@ -345,8 +317,7 @@ fn build_stage(
             .cloned()
             .expect("dependency built first")
     } else if base.eq_ignore_ascii_case("scratch") {
-        let (os, arch, _) = &req.platform;
-        let image = Image::scratch(os, arch);
+        let image = Image::scratch(&req.platform.os, &req.platform.architecture);
         builder
             .stage(image, Digest::sha256_of(b"scratch"))
             .map_err(|e| at(req, ds.line, "FROM", &e))?

@@ -3,16 +3,14 @@
 //! - [`reference`]: image references as Docker parses them.
 //! - [`credentials`]: Docker `config.json`, podman `auth.json`, credential helpers, `login`.
 //! - [`client`]: [`RegistryClient`], with Basic and bearer-token auth, retries and backoff.
-//! - [`platform`]: choosing a manifest from an index by platform.
 
 pub mod client;
 pub mod credentials;
 pub mod error;
-pub mod platform;
 pub mod reference;
 
 pub use client::{ClientConfig, RegistryClient};
 pub use credentials::{Credential, CredentialStore};
 pub use error::{ClientError, Result};
-pub use platform::Platform;
+pub use oci_core::Platform;
 pub use reference::Reference;

@@ -4,12 +4,15 @@
 //! - [`name`]: repository-name and tag grammar from the distribution spec.
 //! - [`json`]: JSON read under the same depth and size bounds when accepted and read back.
 //! - [`manifest`]: media types and the parts of manifests a registry must understand.
+//! - [`platform`]: `os/arch[/variant]`, normalised as containerd does, and index selection.
 
 pub mod digest;
 pub mod json;
 pub mod manifest;
 pub mod name;
+pub mod platform;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use manifest::{Descriptor, ManifestError, ParsedManifest};
 pub use name::{NameError, validate_repository, validate_tag};
+pub use platform::{Platform, PlatformError};

@@ -173,7 +173,9 @@ async fn run(cli: Cli) -> Result<(), StargetError> {
         transferred: Arc::new(AtomicU64::new(0)),
     };
     let platform = match &cli.platform {
-        Some(p) => p.parse::<Platform>().map_err(StargetError::Usage)?,
+        Some(p) => p
+            .parse::<Platform>()
+            .map_err(|e| StargetError::Usage(e.to_string()))?,
         None => Platform::host(),
     };
     let img = remote.open(&r, &platform, !cli.skip_verify).await?;

@@ -15,7 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Shared vocabulary and leaves.
     ("oci-core", &[]),
     ("fs-confine", &[]),
-    ("dockerfile", &[]),
+    ("dockerfile", &["oci-core"]),
     ("test-support", &["oci-core"]),
     // The registry, bottom up: stores, then the service, then its front ends.
     ("registry-storage", &["oci-core"]),
