@@ -246,7 +246,7 @@ pub struct TocEntry {
 impl TocEntry {
     /// `modtime` as Unix seconds; `None` when empty (zero or unknown) or malformed.
     pub fn modtime_unix(&self) -> Option<i64> {
-        crate::time::parse_rfc3339(&self.modtime)
+        oci_core::time::parse_rfc3339(&self.modtime)
     }
 }
 

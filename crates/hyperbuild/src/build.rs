@@ -13,7 +13,7 @@ use oci_client::Platform;
 use oci_core::{Descriptor, ParsedManifest};
 
 use crate::BuildArgs;
-use crate::commands::{Ctx, build_dir, local_name, parse_compression, parse_format, rfc3339};
+use crate::commands::{Ctx, build_dir, local_name, parse_compression, parse_format};
 
 fn key_values(
     list: &[String],
@@ -100,7 +100,7 @@ pub async fn build(ctx: &Ctx, args: &BuildArgs) -> anyhow::Result<()> {
     };
     let epoch = args.source_date_epoch;
     let created = match epoch {
-        Some(e) => rfc3339(e),
+        Some(e) => oci_core::time::rfc3339(e),
         None => crate::commands::now_rfc3339(),
     };
     let build_args = key_values(&args.build_args, "--build-arg", true)?;

@@ -5,12 +5,14 @@
 //! - [`json`]: JSON read under the same depth and size bounds when accepted and read back.
 //! - [`manifest`]: media types and the parts of manifests a registry must understand.
 //! - [`platform`]: `os/arch[/variant]`, normalised as containerd does, and index selection.
+//! - [`time`]: RFC 3339 timestamps.
 
 pub mod digest;
 pub mod json;
 pub mod manifest;
 pub mod name;
 pub mod platform;
+pub mod time;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use manifest::{Descriptor, ManifestError, ParsedManifest};

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use registry_meta::{ExternalRegistryRecord, MetaStore};
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
 
 use crate::config::AuthSpec;
 use crate::error::{ExternalError, Result};
@@ -35,18 +34,7 @@ pub struct RegistryInput {
     pub insecure: Option<bool>,
 }
 
-/// Seconds since the epoch.
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// RFC 3339 for Unix seconds.
-pub fn rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| d.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
+pub use oci_core::time::{now, rfc3339};
 
 /// An external registry as the API returns it: never the secret, only whether there is one.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

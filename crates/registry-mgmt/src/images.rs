@@ -124,13 +124,7 @@ pub struct ErrorEntry {
     pub detail: Option<serde_json::Value>,
 }
 
-/// Unix seconds as RFC 3339 (UTC).
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
+pub use oci_core::time::rfc3339;
 
 /// `n`, `last` and `q` of a listing.
 struct ListParams {
