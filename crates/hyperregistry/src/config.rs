@@ -303,19 +303,13 @@ impl Default for GcConfig {
 
 /// An age setting: `None` for `off` (or `0`, or empty).
 pub fn parse_age(what: &str, s: &str) -> anyhow::Result<Option<std::time::Duration>> {
-    match s.trim() {
-        "" | "0" | "off" => Ok(None),
-        s => {
-            let d = humantime::parse_duration(s).with_context(|| format!("{what} {s:?}"))?;
-            Ok((!d.is_zero()).then_some(d))
-        }
-    }
+    oci_core::duration::parse_optional(s).with_context(|| format!("{what} {s:?}"))
 }
 
 impl GcConfig {
     /// The grace period.
     pub fn grace(&self) -> anyhow::Result<std::time::Duration> {
-        humantime::parse_duration(&self.graceperiod)
+        oci_core::duration::parse(&self.graceperiod)
             .with_context(|| format!("gc.graceperiod {:?}", self.graceperiod))
     }
 

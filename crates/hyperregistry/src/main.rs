@@ -313,7 +313,7 @@ fn spawn_periodic_gc(
 /// `hyperregistry gc`: open the storage and database `serve` uses, collect, report.
 async fn gc(cfg: Config, args: GcArgs) -> anyhow::Result<()> {
     let grace = match &args.grace {
-        Some(g) => humantime::parse_duration(g).with_context(|| format!("--grace {g:?}"))?,
+        Some(g) => oci_core::duration::parse(g).with_context(|| format!("--grace {g:?}"))?,
         None => cfg.gc.grace()?,
     };
     let upload_age = match &args.upload_age {

@@ -1,5 +1,6 @@
 //! OCI building blocks shared by the registry, the builder and starget.
 //!
+//! - [`duration`]: durations in configuration (`30s`, `1h30m`, `7d`, bare seconds).
 //! - [`digest`]: content digests (`sha256`, `sha512`), parsing and streaming hashing.
 //! - [`name`]: repository-name and tag grammar from the distribution spec.
 //! - [`json`]: JSON read under the same depth and size bounds when accepted and read back.
@@ -8,6 +9,7 @@
 //! - [`time`]: RFC 3339 timestamps.
 
 pub mod digest;
+pub mod duration;
 pub mod json;
 pub mod manifest;
 pub mod name;

@@ -99,34 +99,3 @@ impl Default for ProxySpec {
         }
     }
 }
-
-/// Parse `500ms`, `30s`, `10m`, `2h`, `1d` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let secs = |k: u64| Some(std::time::Duration::from_secs(n.checked_mul(k)?));
-    match unit.trim() {
-        "ms" => Some(std::time::Duration::from_millis(n)),
-        "" | "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86400),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10m").unwrap().as_secs(), 600);
-        assert_eq!(parse_duration("2").unwrap().as_secs(), 2);
-        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
-        assert!(parse_duration("ten").is_none());
-        assert!(parse_duration("5y").is_none());
-    }
-}

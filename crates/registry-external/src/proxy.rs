@@ -17,7 +17,7 @@ use futures::{SinkExt, StreamExt};
 use oci_core::Digest;
 use registry_core::{BlobRead, BlobWant, Reference, Repository};
 
-use crate::config::{ProxySpec, parse_duration};
+use crate::config::ProxySpec;
 use crate::error::{ExternalError, Result};
 use crate::registries::{Registries, auth_from_spec};
 use crate::remote::{Endpoint, RegistryType, Remote};
@@ -55,7 +55,7 @@ impl Proxy {
             let prefix = spec.prefix.trim_matches('/').to_string();
             oci_core::validate_repository(&prefix)
                 .map_err(|e| ExternalError::Invalid(format!("proxy prefix {prefix:?}: {e}")))?;
-            let ttl = parse_duration(&spec.ttl).ok_or_else(|| {
+            let ttl = oci_core::duration::parse(&spec.ttl).map_err(|_| {
                 ExternalError::Invalid(format!("proxy {prefix}: bad ttl {:?}", spec.ttl))
             })?;
             let upstream = match (&spec.registry_id, &spec.endpoint) {

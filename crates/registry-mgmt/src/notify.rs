@@ -66,27 +66,6 @@ pub enum HeaderValues {
 }
 
 /// A duration written as `500ms`, `5s`, `1m`, or a number of seconds.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum DurationValue {
-    Text(String),
-    Seconds(u64),
-}
-
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    match DurationValue::deserialize(d)? {
-        DurationValue::Seconds(s) => Ok(Duration::from_secs(s)),
-        DurationValue::Text(t) => humantime::parse_duration(t.trim())
-            .or_else(|e| {
-                t.trim()
-                    .parse::<u64>()
-                    .map(Duration::from_secs)
-                    .map_err(|_| e)
-            })
-            .map_err(|e| serde::de::Error::custom(format!("duration {t:?}: {e}"))),
-    }
-}
-
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -111,13 +90,19 @@ pub struct EndpointConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, HeaderValues>,
     /// Time allowed for one delivery attempt (default 5s).
-    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "oci_core::duration::deserialize"
+    )]
     pub timeout: Duration,
     /// Failed attempts after which an envelope is dropped (default 5).
     #[serde(default = "default_threshold")]
     pub threshold: u32,
     /// Wait before the first retry, doubled after each failure (default 1s).
-    #[serde(default = "default_backoff", deserialize_with = "duration")]
+    #[serde(
+        default = "default_backoff",
+        deserialize_with = "oci_core::duration::deserialize"
+    )]
     pub backoff: Duration,
     /// Actions sent: `push`, `delete` (default: all).
     #[serde(default)]

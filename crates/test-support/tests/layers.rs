@@ -76,6 +76,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "hyperregistry",
         &[
+            "oci-core",
             "registry-api",
             "registry-auth",
             "registry-coord",
