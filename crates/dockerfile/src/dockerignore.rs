@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::pattern::{CharClass, clean_path, dir_of, go_match};
+use go_filepath::{CharClass, clean_path, dir_of, go_match};
 
 /// A `.dockerignore` that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -37,7 +37,6 @@ mod expand;
 mod instructions;
 mod mount;
 mod parser;
-mod pattern;
 mod sources;
 
 pub use args::{PLATFORM_ARGS, PROXY_ARGS, Platform, PlatformError, is_proxy_arg, platform_args};
@@ -53,9 +52,9 @@ pub use error::{ParseError, ParseErrorKind};
 pub use expand::{
     ExpandError, ExpandErrorKind, Expansion, Lookup, expand, expand_detailed, expand_words,
 };
+pub use go_filepath::{PatternError, clean_path, glob_match, has_wildcards};
 pub use mount::MountError;
 pub use parser::parse;
-pub use pattern::{PatternError, clean_path, glob_match, has_wildcards};
 pub use sources::{SourceError, clean_source, match_sources, resolve_sources};
 
 /// Instructions whose arguments the builder expands, per the Dockerfile reference

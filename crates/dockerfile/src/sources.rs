@@ -9,7 +9,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use crate::pattern::{PatternError, clean_path, glob_match, has_wildcards};
+use go_filepath::{PatternError, clean_path, glob_match, has_wildcards};
 
 /// A source that cannot be resolved.
 #[derive(Debug, Error)]

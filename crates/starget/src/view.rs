@@ -114,11 +114,11 @@ pub fn select<'a>(view: &'a BTreeMap<String, FileEntry>, pattern: &str) -> Vec<&
     if p.is_empty() {
         return view.values().collect();
     }
-    if dockerfile::has_wildcards(&p) {
+    if go_filepath::has_wildcards(&p) {
         return view
             .values()
             .filter(|e| {
-                dockerfile::glob_match(&p, &e.path).unwrap_or(false) || under_match(&p, &e.path)
+                go_filepath::glob_match(&p, &e.path).unwrap_or(false) || under_match(&p, &e.path)
             })
             .collect();
     }
@@ -136,7 +136,7 @@ fn under_match(pattern: &str, path: &str) -> bool {
             acc.push('/');
         }
         acc.push_str(part);
-        if acc.len() < path.len() && dockerfile::glob_match(pattern, &acc).unwrap_or(false) {
+        if acc.len() < path.len() && go_filepath::glob_match(pattern, &acc).unwrap_or(false) {
             return true;
         }
     }

@@ -15,7 +15,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Shared vocabulary and leaves.
     ("oci-core", &[]),
     ("fs-confine", &[]),
-    ("dockerfile", &["oci-core"]),
+    ("go-filepath", &[]),
+    ("dockerfile", &["oci-core", "go-filepath"]),
     ("test-support", &["oci-core"]),
     // The registry, bottom up: stores, then the service, then its front ends.
     ("registry-storage", &["oci-core"]),
@@ -124,7 +125,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "oci-client",
             "estargz",
             "fs-confine",
-            "dockerfile",
+            "go-filepath",
         ],
     ),
 ];

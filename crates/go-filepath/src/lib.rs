@@ -1,4 +1,5 @@
-//! Go's `filepath.Match` and `filepath.Clean` on `/`-separated paths.
+//! Go's `filepath.Match` and `filepath.Clean` on `/`-separated paths, as BuildKit applies
+//! them to COPY/ADD sources and `.dockerignore` patterns, and starget to file selections.
 //!
 //! COPY/ADD wildcards and `.dockerignore` validation use Go's pattern syntax: `*` (any run
 //! of characters but `/`), `?` (one character but `/`), `[...]` classes with ranges and `^`
@@ -21,7 +22,7 @@ pub struct PatternError {
 pub fn glob_match(pattern: &str, name: &str) -> Result<bool, PatternError> {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
-    go_match(&p, &n).map_err(|()| PatternError {
+    go_match(&p, &n).map_err(|BadPattern| PatternError {
         pattern: pattern.to_owned(),
     })
 }
@@ -74,7 +75,7 @@ pub fn clean_path(p: &str) -> String {
 }
 
 /// Go's `path.Dir`: everything before the last `/`, cleaned (`.` when there is none).
-pub(crate) fn dir_of(p: &str) -> String {
+pub fn dir_of(p: &str) -> String {
     match p.rfind('/') {
         Some(i) => clean_path(&p[..i + 1]),
         None => ".".to_owned(),
@@ -201,8 +202,12 @@ fn get_esc(chunk: &[char]) -> Result<(char, &[char]), ()> {
     Ok((r, rest))
 }
 
-/// Go's `filepath.Match` on char slices; `Err(())` is `ErrBadPattern`.
-pub(crate) fn go_match(pattern: &[char], name: &[char]) -> Result<bool, ()> {
+/// Go's `filepath.ErrBadPattern`, from [`go_match`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadPattern;
+
+/// Go's `filepath.Match` on char slices.
+pub fn go_match(pattern: &[char], name: &[char]) -> Result<bool, BadPattern> {
     let mut pattern = pattern;
     let mut name = name;
     'pattern: while !pattern.is_empty() {
@@ -218,7 +223,7 @@ pub(crate) fn go_match(pattern: &[char], name: &[char]) -> Result<bool, ()> {
             name = t;
             continue;
         }
-        r?;
+        r.map_err(|()| BadPattern)?;
         if star {
             let mut i = 0;
             while i < name.len() && name[i] != '/' {
@@ -231,14 +236,14 @@ pub(crate) fn go_match(pattern: &[char], name: &[char]) -> Result<bool, ()> {
                     name = t;
                     continue 'pattern;
                 }
-                r?;
+                r.map_err(|()| BadPattern)?;
                 i += 1;
             }
         }
         while !pattern.is_empty() {
             let (_, chunk, rest) = scan_chunk(pattern);
             pattern = rest;
-            match_chunk(chunk, &[])?;
+            match_chunk(chunk, &[]).map_err(|()| BadPattern)?;
         }
         return Ok(false);
     }
@@ -247,14 +252,14 @@ pub(crate) fn go_match(pattern: &[char], name: &[char]) -> Result<bool, ()> {
 
 /// A character class `[...]` as Go's `filepath.Match` reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CharClass {
+pub struct CharClass {
     negated: bool,
     ranges: Vec<(char, char)>,
 }
 
 impl CharClass {
     /// Parses a class starting at `p[0] == '['`; returns it and the chars consumed.
-    pub(crate) fn parse(p: &[char]) -> Option<(CharClass, usize)> {
+    pub fn parse(p: &[char]) -> Option<(CharClass, usize)> {
         let mut i = 1;
         let mut negated = false;
         if p.get(i) == Some(&'^') {
@@ -298,7 +303,7 @@ impl CharClass {
     }
 
     /// Reports whether `c` is in the class.
-    pub(crate) fn matches(&self, c: char) -> bool {
+    pub fn matches(&self, c: char) -> bool {
         let inside = self.ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi);
         inside != self.negated
     }
@@ -311,7 +316,7 @@ mod tests {
     #[test]
     fn go_filepath_match_table() {
         // Go's filepath.Match tests (as carried by moby/patternmatcher).
-        let cases: &[(&str, &str, Result<bool, ()>)] = &[
+        let cases: &[(&str, &str, Result<bool, BadPattern>)] = &[
             ("abc", "abc", Ok(true)),
             ("*", "abc", Ok(true)),
             ("*c", "abc", Ok(true)),
@@ -350,23 +355,23 @@ mod tests {
             ("[\\-x]", "x", Ok(true)),
             ("[\\-x]", "-", Ok(true)),
             ("[\\-x]", "a", Ok(false)),
-            ("[]a]", "]", Err(())),
-            ("[-]", "-", Err(())),
-            ("[x-]", "x", Err(())),
-            ("[x-]", "-", Err(())),
-            ("[x-]", "z", Err(())),
-            ("[-x]", "x", Err(())),
-            ("[-x]", "-", Err(())),
-            ("[-x]", "a", Err(())),
-            ("\\", "a", Err(())),
-            ("[a-b-c]", "a", Err(())),
-            ("[", "a", Err(())),
-            ("[^", "a", Err(())),
-            ("[^bc", "a", Err(())),
-            ("a[", "a", Err(())),
-            ("a[", "ab", Err(())),
-            ("a[", "x", Err(())),
-            ("a/b[", "a/b", Err(())),
+            ("[]a]", "]", Err(BadPattern)),
+            ("[-]", "-", Err(BadPattern)),
+            ("[x-]", "x", Err(BadPattern)),
+            ("[x-]", "-", Err(BadPattern)),
+            ("[x-]", "z", Err(BadPattern)),
+            ("[-x]", "x", Err(BadPattern)),
+            ("[-x]", "-", Err(BadPattern)),
+            ("[-x]", "a", Err(BadPattern)),
+            ("\\", "a", Err(BadPattern)),
+            ("[a-b-c]", "a", Err(BadPattern)),
+            ("[", "a", Err(BadPattern)),
+            ("[^", "a", Err(BadPattern)),
+            ("[^bc", "a", Err(BadPattern)),
+            ("a[", "a", Err(BadPattern)),
+            ("a[", "ab", Err(BadPattern)),
+            ("a[", "x", Err(BadPattern)),
+            ("a/b[", "a/b", Err(BadPattern)),
             ("*x", "xxx", Ok(true)),
         ];
         for (p, s, want) in cases {
