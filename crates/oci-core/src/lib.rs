@@ -6,6 +6,7 @@
 //! - [`json`]: JSON read under the same depth and size bounds when accepted and read back.
 //! - [`manifest`]: media types and the parts of manifests a registry must understand.
 //! - [`platform`]: `os/arch[/variant]`, normalised as containerd does, and index selection.
+//! - [`reference`]: image references (`app` is `docker.io/library/app:latest`).
 //! - [`time`]: RFC 3339 timestamps.
 
 pub mod digest;
@@ -14,9 +15,11 @@ pub mod json;
 pub mod manifest;
 pub mod name;
 pub mod platform;
+pub mod reference;
 pub mod time;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use manifest::{Descriptor, ManifestError, ParsedManifest};
 pub use name::{NameError, validate_repository, validate_tag};
 pub use platform::{Platform, PlatformError};
+pub use reference::{Reference, ReferenceError};

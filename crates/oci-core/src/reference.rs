@@ -1,4 +1,4 @@
-//! Image references, parsed as Docker parses them.
+//! Image references, parsed and normalised as Docker parses them.
 //!
 //! `app` is `docker.io/library/app:latest`; `user/app:1` is `docker.io/user/app:1`; a first
 //! component with a `.` or `:` or equal to `localhost` names a registry
@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use oci_core::{Digest, validate_repository, validate_tag};
+use crate::{Digest, validate_repository, validate_tag};
 
 /// Docker Hub's name in references.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -100,6 +100,33 @@ impl fmt::Display for Reference {
     }
 }
 
+/// `host[:port]`: dot-separated labels of letters, digits and inner hyphens, or an IPv6
+/// address in brackets; a numeric port.
+fn valid_host(domain: &str) -> bool {
+    let port_ok = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(v6) = domain.strip_prefix('[') {
+        let Some((addr, rest)) = v6.split_once(']') else {
+            return false;
+        };
+        let addr_ok = !addr.is_empty()
+            && addr
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        return addr_ok && (rest.is_empty() || rest.strip_prefix(':').is_some_and(port_ok));
+    }
+    let (host, port) = match domain.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (domain, None),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    host.split('.').all(label_ok) && port.is_none_or(port_ok)
+}
+
 fn looks_like_registry(component: &str) -> bool {
     component.contains('.') || component.contains(':') || component == "localhost"
 }
@@ -148,7 +175,7 @@ impl FromStr for Reference {
             repository
         };
         validate_repository(&repository).map_err(|e| bad(&e.to_string()))?;
-        if registry.is_empty() || registry.contains(|c: char| c.is_whitespace() || c == '/') {
+        if !valid_host(&registry) {
             return Err(bad("invalid registry host"));
         }
         let tag = if tag.is_none() && digest.is_none() {
@@ -195,6 +222,12 @@ mod tests {
         let r = p(&format!("127.0.0.1:5000/app:1@{d}"));
         assert_eq!(r.tag.as_deref(), Some("1"));
         assert_eq!(r.reference(), d);
+        assert_eq!(
+            p("docker.io/app").to_string(),
+            "docker.io/library/app:latest"
+        );
+        assert_eq!(p("[::1]:5000/app:1").registry, "[::1]:5000");
+        assert_eq!(p("[::1]/app").registry, "[::1]");
     }
 
     #[test]
@@ -208,6 +241,10 @@ mod tests {
             "app@sha256:12",
             "localhost:5000/",
             "x/../y",
+            "h..x/a:1",
+            "h:port/a",
+            "a b",
+            "[zz]:5000/a",
         ] {
             assert!(bad.parse::<Reference>().is_err(), "{bad}");
         }
