@@ -118,16 +118,10 @@ pub async fn status_error(context: &str, resp: Response) -> ClientError {
     }
 }
 
-/// Seconds or HTTP date in `Retry-After`.
+/// What `Retry-After` asks for (seconds or an HTTP date), at most five minutes.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
-    if let Ok(secs) = v.trim().parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(300)));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    when.duration_since(std::time::SystemTime::now())
-        .ok()
-        .map(|d| d.min(Duration::from_secs(300)))
+    oci_core::retry::retry_after(v, Duration::from_secs(300))
 }
 
 impl RegistryClient {
@@ -465,11 +459,11 @@ impl RegistryClient {
         }
     }
 
-    /// Exponential backoff with full jitter for retry `attempt` (1-based).
+    /// The wait before retry `attempt` (1-based): [`oci_core::retry::Backoff`] from twice
+    /// the configured base delay, doubling up to 1,024 times it.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self.cfg.base_delay * 2u32.saturating_pow(attempt.min(10));
-        let jitter: f64 = rand::random::<f64>();
-        Duration::from_secs_f64(cap.as_secs_f64() * (0.5 + jitter / 2.0))
+        let base = self.cfg.base_delay;
+        oci_core::retry::Backoff::new(base * 2, base * 1024).delay(attempt)
     }
 
     fn url(&self, r: &Reference, path: &str) -> String {

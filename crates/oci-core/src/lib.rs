@@ -7,6 +7,7 @@
 //! - [`manifest`]: media types and the parts of manifests a registry must understand.
 //! - [`platform`]: `os/arch[/variant]`, normalised as containerd does, and index selection.
 //! - [`reference`]: image references (`app` is `docker.io/library/app:latest`).
+//! - [`retry`]: the one retry policy (exponential backoff, equal jitter, `Retry-After`).
 //! - [`time`]: RFC 3339 timestamps.
 
 pub mod digest;
@@ -16,6 +17,7 @@ pub mod manifest;
 pub mod name;
 pub mod platform;
 pub mod reference;
+pub mod retry;
 pub mod time;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};

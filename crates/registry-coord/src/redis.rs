@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use oci_core::retry::Backoff;
 use parking_lot::Mutex;
 use rand::Rng;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -49,10 +50,12 @@ fn backend(e: redis::RedisError) -> CoordError {
     CoordError::Backend(e.to_string())
 }
 
-/// A duration scaled by a random factor in [0.5, 1.5).
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(rand::rng().random_range(0.5..1.5))
-}
+/// How a contended lock is polled: up to 5 ms, doubling to 200 ms, jittered.
+const LOCK_POLL: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
+
+/// How the invalidation subscription is re-established: up to 50 ms, doubling to
+/// [`MAX_RECONNECT_DELAY`], jittered.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(50), MAX_RECONNECT_DELAY);
 
 /// State of the invalidation subscription.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -234,8 +237,7 @@ async fn subscribe_loop(
     tx: broadcast::Sender<String>,
     state: watch::Sender<Subscription>,
 ) {
-    let mut delay = Duration::from_millis(50);
-    let mut failures = 0u64;
+    let mut failures = 0u32;
     loop {
         let attempt = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -244,7 +246,6 @@ async fn subscribe_loop(
         };
         match tokio::time::timeout(COMMAND_TIMEOUT, attempt).await {
             Ok(Ok(pubsub)) => {
-                delay = Duration::from_millis(50);
                 if failures > 0 {
                     tracing::info!(channel = %channel, "invalidation subscription re-established");
                 }
@@ -261,7 +262,7 @@ async fn subscribe_loop(
                 tracing::warn!(channel = %channel, reason = %why, "invalidation subscription lost; reconnecting");
             }
             Ok(Err(e)) => {
-                failures += 1;
+                failures = failures.saturating_add(1);
                 let _ = tx.send(INVALIDATE_ALL.to_string());
                 if failures == 1 {
                     tracing::warn!(channel = %channel, error = %e, "cannot subscribe to invalidations; retrying");
@@ -270,15 +271,15 @@ async fn subscribe_loop(
                 }
             }
             Err(_) => {
-                failures += 1;
+                failures = failures.saturating_add(1);
                 let _ = tx.send(INVALIDATE_ALL.to_string());
                 if failures == 1 {
                     tracing::warn!(channel = %channel, "subscribing to invalidations timed out; retrying");
                 }
             }
         }
-        tokio::time::sleep(jitter(delay)).await;
-        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+        // After a subscription that held, the first retry comes quickly again.
+        tokio::time::sleep(RECONNECT.delay(failures.max(1))).await;
     }
 }
 
@@ -319,7 +320,7 @@ impl Coordinator for RedisCoordinator {
         let token = format!("{:032x}", rand::rng().random::<u128>());
         let ttl_ms = (ttl.as_millis() as u64).max(1);
         let deadline = Instant::now() + wait;
-        let mut nap = Duration::from_millis(5);
+        let mut tries = 0u32;
         let mut conn = self.inner.conn.clone();
         loop {
             let taken: Option<String> = redis::cmd("SET")
@@ -338,8 +339,8 @@ impl Coordinator for RedisCoordinator {
             if now >= deadline {
                 return Err(CoordError::LockBusy(name.to_string()));
             }
-            tokio::time::sleep(jitter(nap).min(deadline - now)).await;
-            nap = (nap * 2).min(Duration::from_millis(200));
+            tries = tries.saturating_add(1);
+            tokio::time::sleep(LOCK_POLL.delay(tries).min(deadline - now)).await;
         }
         let renewer = tokio::spawn(renew_loop(
             Arc::downgrade(&self.inner),

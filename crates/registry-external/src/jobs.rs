@@ -123,10 +123,14 @@ impl JobList {
     }
 }
 
-/// Delay before attempt `attempt + 1` (1 s, 2 s, 4 s, ... at most a minute).
+/// Delay before attempt `attempt + 1`: up to 1 s, 2 s, 4 s, ... at most a minute, jittered.
 pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_secs(1u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+    JOB_BACKOFF.delay(attempt)
 }
+
+/// How failed replication jobs wait.
+pub const JOB_BACKOFF: oci_core::retry::Backoff =
+    oci_core::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 
 /// Whether a push of `repository:reference` matches a rule. A push by digest matches rules
 /// without tag filters, and referrers (manifests with a subject) follow their subject's
@@ -169,9 +173,10 @@ mod tests {
         assert!(!rule_matches(&rule, "team/app", "sha256:00", false));
         assert!(rule_matches(&rule, "team/app", "sha256:00", true));
         assert_eq!(rule_target(&rule, "team/app"), "mirror/team/app");
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(3), Duration::from_secs(4));
-        assert_eq!(backoff(20), Duration::from_secs(60));
+        assert_eq!(JOB_BACKOFF.ceiling(1), Duration::from_secs(1));
+        assert_eq!(JOB_BACKOFF.ceiling(3), Duration::from_secs(4));
+        assert_eq!(JOB_BACKOFF.ceiling(20), Duration::from_secs(60));
+        assert!(backoff(3) >= Duration::from_secs(2) && backoff(3) <= Duration::from_secs(4));
     }
 
     #[test]

@@ -99,7 +99,11 @@ impl ManifestRow {
 }
 
 /// How often a transaction aborted by a deadlock or serialization failure is tried.
-pub(crate) const ATTEMPTS: usize = 5;
+pub(crate) const ATTEMPTS: u32 = 5;
+
+/// How long such a transaction waits before it is tried again.
+pub(crate) const TRANSACTION_BACKOFF: oci_core::retry::Backoff =
+    oci_core::retry::Backoff::new(Duration::from_millis(10), Duration::from_millis(80));
 
 /// Run `$body` (an async expression using the transaction `$tx`) in a transaction, under
 /// the store's write lock if it has one, again when PostgreSQL aborts it as a deadlock
@@ -122,7 +126,7 @@ macro_rules! in_transaction {
                 Err(e) if attempt < ATTEMPTS && crate::postgres::retryable(&e) => {
                     tracing::debug!(operation = $what, attempt, error = %e, "retrying metadata transaction");
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
+                    tokio::time::sleep(TRANSACTION_BACKOFF.delay(attempt)).await;
                 }
                 other => break other,
             }

@@ -401,7 +401,7 @@ impl Worker {
     async fn deliver(&self, batch: &[Event], shutdown: &mut watch::Receiver<bool>) {
         let body =
             serde_json::to_vec(&envelope(batch, &self.source)).expect("JSON values serialize");
-        let mut wait = self.backoff;
+        let backoff = oci_core::retry::Backoff::new(self.backoff, MAX_BACKOFF);
         for attempt in 1..=self.threshold {
             let result = self
                 .client
@@ -427,12 +427,12 @@ impl Worker {
                 self.count("dropped", batch.len());
                 return;
             }
+            let wait = backoff.delay(attempt);
             tracing::warn!(endpoint = %self.name, events = batch.len(), attempt, error = %failure, retry_in = ?wait, "webhook delivery failed; will retry");
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
-            wait = (wait * 2).min(MAX_BACKOFF);
         }
     }
 }

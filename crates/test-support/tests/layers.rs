@@ -21,7 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The registry, bottom up: stores, then the service, then its front ends.
     ("registry-storage", &["oci-core"]),
     ("registry-meta", &["oci-core"]),
-    ("registry-coord", &[]),
+    ("registry-coord", &["oci-core"]),
     ("registry-auth", &["oci-core"]),
     (
         "registry-core",
