@@ -4,8 +4,8 @@
 //! `$XDG_DATA_HOME/hyperbuild`); `push`, `pull`, `save`, `load`, `unpack` move them between
 //! that store, registries, tarballs and directories.
 
-mod build;
 mod commands;
+mod ctx;
 mod progress;
 
 use std::path::PathBuf;

@@ -13,7 +13,7 @@ use oci_client::Platform;
 use oci_core::{Descriptor, ParsedManifest};
 
 use crate::BuildArgs;
-use crate::commands::{Ctx, build_dir, local_name, parse_compression, parse_format};
+use crate::ctx::{Ctx, build_dir, local_name, parse_compression, parse_format};
 
 fn key_values(
     list: &[String],
@@ -101,7 +101,7 @@ pub async fn build(ctx: &Ctx, args: &BuildArgs) -> anyhow::Result<()> {
     let epoch = args.source_date_epoch;
     let created = match epoch {
         Some(e) => oci_core::time::rfc3339(e),
-        None => crate::commands::now_rfc3339(),
+        None => crate::ctx::now_rfc3339(),
     };
     let build_args = key_values(&args.build_args, "--build-arg", true)?;
     let labels = key_values(&args.labels, "--label", false)?;
@@ -154,7 +154,7 @@ pub async fn build(ctx: &Ctx, args: &BuildArgs) -> anyhow::Result<()> {
                         retries: 3,
                     };
                     let pulled = runtime
-                        .block_on(crate::commands::pull(&pull_ctx, image, None, &t))
+                        .block_on(crate::commands::pull::pull(&pull_ctx, image, None, &t))
                         .map(|(name, _)| name)
                         .map_err(|e| format!("{e:#}"))?;
                     store
@@ -248,7 +248,7 @@ pub async fn build(ctx: &Ctx, args: &BuildArgs) -> anyhow::Result<()> {
                 concurrency: 4,
                 retries: 3,
             };
-            crate::commands::push(ctx, image, None, &t).await?;
+            crate::commands::push::push(ctx, image, None, &t).await?;
         }
     }
     println!("{}", result.id);
