@@ -7,6 +7,7 @@ use std::process::Command;
 use common::*;
 use oci_core::Digest;
 use reqwest::{Method, StatusCode};
+use test_support::require_tool;
 
 fn skopeo(args: &[&str]) -> String {
     let out = Command::new("skopeo")

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use reqwest::{Method, StatusCode};
 use test_support::redis::RedisServer;
+use test_support::require_tool;
 
 /// N replicas sharing one environment: storage, metadata and Redis.
 ///

@@ -8,6 +8,7 @@ use std::process::Command;
 use common::*;
 use oci_core::Digest;
 use reqwest::{Method, StatusCode};
+use test_support::require_tool;
 
 /// 5 MiB parts: the smallest S3 allows, so modest blobs span several.
 const SMALL_PARTS: (&str, &str) = ("REGISTRY_STORAGE_S3_CHUNKSIZE", "5242880");

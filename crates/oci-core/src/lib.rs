@@ -9,6 +9,7 @@
 //! - [`reference`]: image references (`app` is `docker.io/library/app:latest`).
 //! - [`retry`]: the one retry policy (exponential backoff, equal jitter, `Retry-After`).
 //! - [`time`]: RFC 3339 timestamps.
+//! - [`units`]: byte counts for people.
 
 pub mod digest;
 pub mod duration;
@@ -19,6 +20,7 @@ pub mod platform;
 pub mod reference;
 pub mod retry;
 pub mod time;
+pub mod units;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use manifest::{Descriptor, ManifestError, ParsedManifest};

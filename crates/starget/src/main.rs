@@ -104,19 +104,7 @@ enum Command {
     },
 }
 
-fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let (mut v, mut i) = (n as f64, 0);
-    while v >= 1000.0 && i < 4 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
+use oci_core::units::human_bytes as human;
 
 async fn run(cli: Cli) -> Result<(), StargetError> {
     if let Command::Completions { shell } = &cli.command {

@@ -315,25 +315,6 @@ pub fn count_files(dir: &Path) -> usize {
     n
 }
 
-/// Whether an external program is available. Under CI (`HYPER_REQUIRE_TOOLS=1`) a missing
-/// program fails the test; elsewhere the test says loudly that it skipped.
-pub fn require_tool(name: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(
-            std::env::var("HYPER_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "{name} is required (HYPER_REQUIRE_TOOLS=1); scripts/test.sh installs it"
-        );
-        eprintln!("SKIPPED: {name} is not installed; run scripts/test.sh to install it");
-    }
-    found
-}
-
 /// The engines a test registry runs on: one metadata engine and one blob storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backend {
