@@ -61,7 +61,7 @@ pub struct Descriptor {
     pub artifact_type: Option<String>,
     /// Platform, on index entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<serde_json::Value>,
+    pub platform: Option<crate::Platform>,
 }
 
 /// Why a manifest body was refused.

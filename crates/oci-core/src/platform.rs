@@ -11,14 +11,27 @@ use thiserror::Error;
 use crate::Descriptor;
 
 /// An OCI platform: `os/architecture[/variant]` with Go names (`linux/arm64`, `linux/arm/v7`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Platform {
     /// `linux`, `windows`, ...
+    #[serde(default)]
     pub os: String,
     /// `amd64`, `arm64`, `arm`, `386`, `ppc64le`, `s390x`, `riscv64`, ...
+    #[serde(default)]
     pub architecture: String,
     /// `v7`, `v6`, `v8`, ... when relevant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// `os.version` of an index entry (Windows builds).
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub os_version: Option<String>,
+    /// `os.features` of an index entry.
+    #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
+    pub os_features: Vec<String>,
 }
 
 /// A platform string that does not parse.
@@ -94,6 +107,7 @@ impl Platform {
             os,
             architecture,
             variant,
+            ..Platform::default()
         })
     }
 
@@ -114,6 +128,7 @@ impl Platform {
             os: std::env::consts::OS.to_owned(),
             architecture: arch.to_owned(),
             variant: variant.map(str::to_owned),
+            ..Platform::default()
         }
     }
 }
@@ -129,15 +144,15 @@ impl fmt::Display for Platform {
 }
 
 impl Platform {
-    /// Whether an index entry's `platform` object is this platform: os and architecture
-    /// after normalisation, and the variant when both sides name one.
-    pub fn matches(&self, p: &serde_json::Value) -> bool {
-        let get = |k: &str| p.get(k).and_then(|v| v.as_str());
-        let (Some(os), Some(arch)) = (get("os"), get("architecture")) else {
+    /// Whether an index entry's `platform` is this platform: os and architecture after
+    /// normalisation, and the variant when both sides name one.
+    pub fn matches(&self, p: &Platform) -> bool {
+        if p.os.is_empty() || p.architecture.is_empty() {
             return false;
-        };
-        let (arch, variant) = normalize_arch(&arch.to_ascii_lowercase(), get("variant"));
-        os.eq_ignore_ascii_case(&self.os)
+        }
+        let (arch, variant) =
+            normalize_arch(&p.architecture.to_ascii_lowercase(), p.variant.as_deref());
+        p.os.eq_ignore_ascii_case(&self.os)
             && arch == self.architecture
             && match (&self.variant, variant) {
                 (Some(want), Some(have)) => *want == have,
@@ -166,10 +181,12 @@ mod tests {
     use super::*;
 
     fn entry(arch: &str, variant: Option<&str>, n: u8) -> Descriptor {
-        let mut p = serde_json::json!({"os": "linux", "architecture": arch});
-        if let Some(v) = variant {
-            p["variant"] = v.into();
-        }
+        let p = Platform {
+            os: "linux".into(),
+            architecture: arch.into(),
+            variant: variant.map(str::to_string),
+            ..Platform::default()
+        };
         Descriptor {
             media_type: "m".into(),
             digest: crate::Digest::sha256_of(&[n]),

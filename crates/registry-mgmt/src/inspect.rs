@@ -273,9 +273,18 @@ pub async fn inspect_tag(st: &AppState, repo: &str, tag: &str) -> ApiResult<Opti
             platforms.push(PlatformEntry {
                 digest: rec.digest.to_string(),
                 media_type: rec.media_type,
-                os: text(platform, "os").or(facts.os),
-                architecture: text(platform, "architecture").or(facts.architecture),
-                variant: text(platform, "variant").or(facts.variant),
+                os: platform
+                    .map(|p| p.os.clone())
+                    .filter(|s| !s.is_empty())
+                    .or(facts.os),
+                architecture: platform
+                    .map(|p| p.architecture.clone())
+                    .filter(|s| !s.is_empty())
+                    .or(facts.architecture),
+                variant: platform
+                    .and_then(|p| p.variant.clone())
+                    .filter(|s| !s.is_empty())
+                    .or(facts.variant),
                 size,
                 created: facts.created,
                 layer_count: facts.layer_count,

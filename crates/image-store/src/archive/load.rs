@@ -345,7 +345,11 @@ fn load_docker(store: &ImageStore, mut spill: Spill) -> Result<Vec<String>, Stor
         let digest = store.put_blob(&manifest)?;
         let mut desc = descriptor(OCI_MANIFEST, digest, manifest.len() as u64);
         if let (Some(os), Some(arch)) = (&config.os, &config.architecture) {
-            desc.platform = Some(serde_json::json!({ "architecture": arch, "os": os }));
+            desc.platform = Some(oci_core::Platform {
+                os: os.clone(),
+                architecture: arch.clone(),
+                ..oci_core::Platform::default()
+            });
         }
         let tags = entry
             .repo_tags

@@ -80,7 +80,12 @@ fn is_attestation(d: &Descriptor) -> bool {
 }
 
 fn platform_field<'a>(d: &'a Descriptor, field: &str) -> Option<&'a str> {
-    d.platform.as_ref()?.get(field)?.as_str()
+    let p = d.platform.as_ref()?;
+    match field {
+        "os" => Some(&p.os),
+        "architecture" => Some(&p.architecture),
+        _ => None,
+    }
 }
 
 /// Follow indexes down to one image manifest: linux/amd64, or the only image.

@@ -126,7 +126,11 @@ pub fn put_index(store: &ImageStore, children: &[(Descriptor, &str, &str)]) -> D
         .iter()
         .map(|(d, os, arch)| {
             let mut d = d.clone();
-            d.platform = Some(serde_json::json!({"os": os, "architecture": arch}));
+            d.platform = Some(oci_core::Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                ..oci_core::Platform::default()
+            });
             d
         })
         .collect();
