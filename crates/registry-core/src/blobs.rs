@@ -117,6 +117,18 @@ impl Repository {
     /// `None`), without moving bytes. `None` when it is not there to mount.
     pub async fn mount_blob(&self, digest: &Digest, from: Option<&str>) -> Result<Option<u64>> {
         self.writable()?;
+        self.link_existing(digest, from).await
+    }
+
+    /// Link `digest` if any repository has it stored (what replication and pull-through do
+    /// before fetching); whether it did.
+    pub async fn link_stored_blob(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.link_existing(digest, None).await?.is_some())
+    }
+
+    /// Under the digest's lock: link `digest` if `from` (any repository when `None`) has it
+    /// and its content is stored; its size, `None` when it is not there.
+    async fn link_existing(&self, digest: &Digest, from: Option<&str>) -> Result<Option<u64>> {
         let inner = self.inner();
         let _lock = self.reg.blob_lock(digest).await?;
         let known = match from {
@@ -132,21 +144,6 @@ impl Repository {
         }
         inner.meta.link_blob(&self.name, digest, size).await?;
         Ok(Some(size))
-    }
-
-    /// Link `digest` if any repository has it stored (what replication and pull-through do
-    /// before fetching); whether it did.
-    pub async fn link_stored_blob(&self, digest: &Digest) -> Result<bool> {
-        let inner = self.inner();
-        let Some(size) = inner.meta.any_blob(digest).await? else {
-            return Ok(false);
-        };
-        if inner.blobs.stat(digest).await?.is_none() {
-            return Ok(false);
-        }
-        let _lock = self.reg.blob_lock(digest).await?;
-        inner.meta.link_blob(&self.name, digest, size).await?;
-        Ok(true)
     }
 
     /// A client's whole blob in one request (`POST ?digest=`): verified, stored, linked.

@@ -150,25 +150,10 @@ impl Registry {
         &self.inner.blobs
     }
 
-    /// The coordinator: locks, invalidations, shared cache.
-    pub fn coordinator(&self) -> &Arc<dyn Coordinator> {
-        &self.inner.coord
-    }
-
-    /// Where events go.
-    pub fn events(&self) -> &Arc<dyn events::EventSink> {
-        &self.inner.events
-    }
-
     /// Garbage collection's grace period: blob links older than half of it are refreshed
     /// when a client is told the blob exists.
     pub fn gc_grace(&self) -> Duration {
         self.inner.gc_grace
-    }
-
-    /// Whether lookups are shared with other replicas through the coordinator's cache.
-    pub fn shares_lookups(&self) -> bool {
-        self.inner.shared_cache
     }
 
     /// At start: drop the stored bytes of every upload in `ids` that has no session row (a

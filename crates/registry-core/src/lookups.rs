@@ -101,32 +101,21 @@ async fn store(st: &Registry, key: String, generation: Option<String>, value: &s
 
 /// Like [`repo_blob`], for a client asking whether the blob exists (GET/HEAD): on a
 /// cache miss the database lookup also refreshes a link older than half of GC's grace
-/// ([`registry_meta::MetaStore::touch_blob`]). A cached answer is at most the cache's time
+/// ([`registry_meta::BlobMeta::touch_blob`]). A cached answer is at most the cache's time
 /// to live older than such a lookup, so with a grace above twice that TTL a blob a client
 /// was told about keeps its link for at least half the grace.
 pub(crate) async fn touch_blob(st: &Registry, repo: &str, digest: &Digest) -> Result<Option<u64>> {
-    let key = blob_key(repo, digest);
-    let generation = match lookup(st, repo, key.clone()).await {
-        Lookup::Hit(v) => match v.parse() {
-            Ok(size) => return Ok(Some(size)),
-            Err(_) => None,
-        },
-        Lookup::Miss(generation) => generation,
-    };
-    let size = st
-        .inner
-        .meta
-        .touch_blob(repo, digest, st.link_refresh_before())
-        .await?;
-    if let Some(size) = size {
-        store(st, key, generation, &size.to_string()).await;
-    }
-    Ok(size)
+    blob_size(st, repo, digest, true).await
 }
 
 /// Size of a blob if `repo` may serve it: shared cache, else the database (positive answers
 /// only are cached: a blob being pushed must not be reported missing from a cache).
 pub(crate) async fn repo_blob(st: &Registry, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+    blob_size(st, repo, digest, false).await
+}
+
+/// [`repo_blob`], or with `touch` [`touch_blob`].
+async fn blob_size(st: &Registry, repo: &str, digest: &Digest, touch: bool) -> Result<Option<u64>> {
     let key = blob_key(repo, digest);
     let generation = match lookup(st, repo, key.clone()).await {
         Lookup::Hit(v) => match v.parse() {
@@ -135,7 +124,13 @@ pub(crate) async fn repo_blob(st: &Registry, repo: &str, digest: &Digest) -> Res
         },
         Lookup::Miss(generation) => generation,
     };
-    let size = st.inner.meta.repo_blob(repo, digest).await?;
+    let meta = &st.inner.meta;
+    let size = if touch {
+        meta.touch_blob(repo, digest, st.link_refresh_before())
+            .await?
+    } else {
+        meta.repo_blob(repo, digest).await?
+    };
     if let Some(size) = size {
         store(st, key, generation, &size.to_string()).await;
     }

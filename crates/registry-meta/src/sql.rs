@@ -388,61 +388,6 @@ macro_rules! meta_store {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn gc_delete_manifest_tx(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                repo: &str,
-                digest: &str,
-                older_than: i64,
-            ) -> Result<bool> {
-                // A referrer whose subject is pushed concurrently may still go: that is the
-                // order "GC, then push".
-                Self::lock_then_delete(
-                    tx,
-                    concat!(
-                        "SELECT m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id
-                         WHERE r.name = $1 AND m.digest = $2",
-                        $for_update_of_m
-                    ),
-                    "DELETE FROM manifests AS m
-                     WHERE m.repo_id = $1 AND m.digest = $2
-                       AND m.created_at < $3
-                       AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
-                       AND NOT EXISTS (SELECT 1 FROM manifest_references mr
-                                       WHERE mr.repo_id = m.repo_id AND mr.child = m.digest)
-                       AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s
-                                                             WHERE s.repo_id = m.repo_id AND s.digest = m.subject))",
-                    repo,
-                    digest,
-                    older_than,
-                )
-                .await
-            }
-
-            async fn gc_unlink_blob_tx(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                repo: &str,
-                digest: &str,
-                older_than: i64,
-            ) -> Result<bool> {
-                Self::lock_then_delete(
-                    tx,
-                    concat!(
-                        "SELECT rb.repo_id FROM repository_blobs rb JOIN repositories r ON r.id = rb.repo_id
-                         WHERE r.name = $1 AND rb.digest = $2",
-                        $for_update_of_rb
-                    ),
-                    "DELETE FROM repository_blobs AS rb
-                     WHERE rb.repo_id = $1 AND rb.digest = $2
-                       AND rb.created_at < $3
-                       AND NOT EXISTS (SELECT 1 FROM manifest_references mr
-                                       WHERE mr.repo_id = rb.repo_id AND mr.child = rb.digest)",
-                    repo,
-                    digest,
-                    older_than,
-                )
-                .await
-            }
-
             async fn gc_delete_blob_tx(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 digest: &str,
@@ -882,7 +827,27 @@ macro_rules! meta_store {
                 older_than: SystemTime,
             ) -> Result<bool> {
                 let (digest, older_than) = (digest.to_string(), unix(older_than));
-                in_transaction!(self, "gc_delete_manifest", |tx| Self::gc_delete_manifest_tx(&mut tx, repo, &digest, older_than))
+                // A referrer whose subject is pushed concurrently may still go: that is the
+                // order "GC, then push".
+                in_transaction!(self, "gc_delete_manifest", |tx| Self::lock_then_delete(
+                    &mut tx,
+                    concat!(
+                        "SELECT m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id
+                         WHERE r.name = $1 AND m.digest = $2",
+                        $for_update_of_m
+                    ),
+                    "DELETE FROM manifests AS m
+                     WHERE m.repo_id = $1 AND m.digest = $2
+                       AND m.created_at < $3
+                       AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
+                       AND NOT EXISTS (SELECT 1 FROM manifest_references mr
+                                       WHERE mr.repo_id = m.repo_id AND mr.child = m.digest)
+                       AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s
+                                                             WHERE s.repo_id = m.repo_id AND s.digest = m.subject))",
+                    repo,
+                    &digest,
+                    older_than,
+                ))
             }
 
             async fn gc_unlink_blob(
@@ -892,7 +857,22 @@ macro_rules! meta_store {
                 older_than: SystemTime,
             ) -> Result<bool> {
                 let (digest, older_than) = (digest.to_string(), unix(older_than));
-                in_transaction!(self, "gc_unlink_blob", |tx| Self::gc_unlink_blob_tx(&mut tx, repo, &digest, older_than))
+                in_transaction!(self, "gc_unlink_blob", |tx| Self::lock_then_delete(
+                    &mut tx,
+                    concat!(
+                        "SELECT rb.repo_id FROM repository_blobs rb JOIN repositories r ON r.id = rb.repo_id
+                         WHERE r.name = $1 AND rb.digest = $2",
+                        $for_update_of_rb
+                    ),
+                    "DELETE FROM repository_blobs AS rb
+                     WHERE rb.repo_id = $1 AND rb.digest = $2
+                       AND rb.created_at < $3
+                       AND NOT EXISTS (SELECT 1 FROM manifest_references mr
+                                       WHERE mr.repo_id = rb.repo_id AND mr.child = rb.digest)",
+                    repo,
+                    &digest,
+                    older_than,
+                ))
             }
 
             async fn gc_delete_blob(&self, digest: &Digest, older_than: SystemTime) -> Result<bool> {
